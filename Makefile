@@ -1,0 +1,32 @@
+# jaxdl — two commands on a fresh machine:
+#   make train   create .venv and run the main job (MNIST MLP)
+#   make test    create .venv and run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+JAXDL := $(VENV)/bin/jaxdl
+PYTHON ?= python3
+
+.PHONY: env train test lint bench clean
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+train: env
+	$(JAXDL) train experiments/mnist_mlp.yaml
+
+test: env
+	$(PY) -m pytest -q
+
+lint: env
+	$(VENV)/bin/ruff check jaxdl tests benchmarks
+
+bench: env
+	$(PY) benchmarks/mnist_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,34 @@
+"""jaxdl: train neural networks in JAX and search their hyperparameters.
+
+    import jaxdl
+    cfg = jaxdl.config.load("experiments/mnist_mlp.yaml", ["optim.learning_rate=3e-4"])
+    result = jaxdl.run(cfg)                 # trains, checkpoints, writes metrics
+    restored = jaxdl.restore(result.run_dir)  # best checkpoint: params, model, config
+"""
+
+from jaxdl import config, data, losses, models, optim
+from jaxdl.algorithms.supervised import Engine, Task, TrainState
+from jaxdl.errors import CheckpointError, ConfigError, DataError, JaxdlError
+from jaxdl.experiment import Restored, RunResult, evaluate, restore, run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "Engine",
+    "JaxdlError",
+    "Restored",
+    "RunResult",
+    "Task",
+    "TrainState",
+    "config",
+    "data",
+    "evaluate",
+    "losses",
+    "models",
+    "optim",
+    "restore",
+    "run",
+]

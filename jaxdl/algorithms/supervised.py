@@ -1,0 +1,403 @@
+"""Supervised learning: train state, pure steps, and compiled epochs.
+
+The pieces, usable on their own in a hand-written loop::
+
+    model = jaxdl.models.make(cfg.model, outputs=10)
+    tx = jaxdl.optim.make(cfg.optim, steps_per_epoch, cfg.train.epochs)
+    task = Task("classification")
+    state = init_state(model, tx, jax.random.key(0), x[:1], dropout=0.1)
+    step = jax.jit(make_train_step(model, tx, task), donate_argnums=0)
+    state, metrics = step(state, (xb, yb), jax.random.key(1))
+    metrics = jax.jit(make_eval_step(model, task))(state, (xb, yb, weights))
+
+:class:`Engine` wraps the same functions into whole epochs with as few
+Python round trips as the model and backend allow (see
+:func:`default_steps_per_call`), compiles each once, and is cached per
+*shape* so runs that differ only in hyperparameter values reuse it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdl import losses
+
+__all__ = [
+    "Engine",
+    "Task",
+    "TrainState",
+    "default_steps_per_call",
+    "init_state",
+    "make_eval_step",
+    "make_train_step",
+]
+
+Batch = tuple[jax.Array, ...]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training, as one pytree of arrays.
+
+    No functions live here (the model and optimizer are closed over by the
+    step functions), so states of several trials stack along a leading axis
+    and checkpoint as plain arrays.
+
+    Attributes:
+      step: int32 scalar, optimizer steps taken.
+      params: the model's ``"params"`` collection.
+      opt_state: optax state; injected hyperparameters live in it.
+      batch_stats: the ``"batch_stats"`` collection ({} without batch norm).
+      hparams: per-run data the step reads: ``dropout`` (rate) and ``l2``.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    batch_stats: Any
+    hparams: dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """How outputs meet targets: the loss and the metrics for one task.
+
+    Attributes:
+      kind: ``"classification"``, ``"binary"`` or ``"regression"``.
+      loss: ``"auto"`` (the task's natural loss), ``"cross_entropy"``,
+        ``"bce"`` or ``"mse"`` (on probabilities for classification tasks).
+    """
+
+    kind: str
+    loss: str = "auto"
+
+    def __post_init__(self):
+        valid = {
+            "classification": ("auto", "cross_entropy", "mse"),
+            "binary": ("auto", "bce", "cross_entropy", "mse"),
+            "regression": ("auto", "mse"),
+        }
+        if self.kind not in valid:
+            raise ValueError(f"unknown task {self.kind!r}; valid: {', '.join(valid)}")
+        if self.loss not in valid[self.kind]:
+            raise ValueError(f"loss {self.loss!r} does not fit a {self.kind} task; "
+                             f"valid: {', '.join(valid[self.kind])}")
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return ("loss",) if self.kind == "regression" else ("loss", "accuracy")
+
+    def loss_fn(self, outputs: jax.Array, targets: jax.Array,
+                weights: jax.Array | None = None) -> jax.Array:
+        """Scalar loss of ``outputs [batch, outputs]`` against targets."""
+        if self.kind == "regression":
+            return losses.mse(outputs, targets, weights)
+        if self.kind == "binary":
+            if self.loss == "mse":
+                return losses.mse(nn.sigmoid(outputs[:, 0]), targets, weights)
+            return losses.binary_cross_entropy(outputs, targets, weights)
+        if self.loss == "mse":
+            onehot = jax.nn.one_hot(targets, outputs.shape[-1])
+            return losses.mse(nn.softmax(outputs), onehot, weights)
+        return losses.cross_entropy(outputs, targets, weights)
+
+    def metrics(self, outputs: jax.Array, targets: jax.Array,
+                weights: jax.Array | None = None) -> dict[str, jax.Array]:
+        """Metric name -> weighted mean over the batch."""
+        out = {"loss": self.loss_fn(outputs, targets, weights)}
+        if self.kind == "classification":
+            out["accuracy"] = losses.accuracy(outputs, targets, weights)
+        elif self.kind == "binary":
+            out["accuracy"] = losses.binary_accuracy(outputs, targets, weights)
+        return out
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+               sample_x: jax.Array, *, dropout: float = 0.0, l2: float = 0.0) -> TrainState:
+    """A fresh :class:`TrainState`.
+
+    Args:
+      model: the Flax module.
+      tx: the optimizer (from :func:`jaxdl.optim.make`).
+      rng: init key.
+      sample_x: one batch of inputs, ``[batch, ...]`` (only its shape is used).
+      dropout, l2: initial values of the per-run hyperparameters.
+    """
+    variables = model.init({"params": rng}, sample_x, train=False)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        batch_stats=variables.get("batch_stats", {}),
+        hparams={"dropout": jnp.asarray(dropout, jnp.float32),
+                 "l2": jnp.asarray(l2, jnp.float32)},
+    )
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Task, *,
+                    use_l2: bool = True) -> Callable[[TrainState, Batch, jax.Array],
+                                                     tuple[TrainState, dict[str, jax.Array]]]:
+    """``train_step(state, (x, y), rng) -> (state, metrics)``, pure.
+
+    The dropout key for a step is ``fold_in(rng, state.step)``: pass the same
+    ``rng`` every step (a run's dropout stream), and a resumed run draws
+    exactly the masks the uninterrupted run drew.
+
+    Metrics are batch means: ``loss`` (the task loss, without the L2 term)
+    and ``accuracy`` for classification.
+    """
+    def train_step(state: TrainState, batch: Batch, rng: jax.Array):
+        x, y = batch[0], batch[1]
+        has_bn = bool(jax.tree_util.tree_leaves(state.batch_stats))
+        key = jax.random.fold_in(rng, state.step)
+
+        def loss_of(params):
+            variables = {"params": params}
+            if has_bn:
+                variables["batch_stats"] = state.batch_stats
+            out = model.apply(variables, x, train=True, dropout_rate=state.hparams["dropout"],
+                              rngs={"dropout": key}, mutable=["batch_stats"] if has_bn else False)
+            outputs, updates = out if has_bn else (out, {})
+            data_loss = task.loss_fn(outputs, y)
+            total = data_loss
+            if use_l2:
+                total = total + state.hparams["l2"] * losses.l2_penalty(params)
+            return total, (outputs, data_loss, updates)
+
+        grads, (outputs, data_loss, updates) = jax.grad(loss_of, has_aux=True)(state.params)
+        step_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, step_updates)
+        metrics = task.metrics(outputs, y)
+        metrics["loss"] = data_loss
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  batch_stats=updates.get("batch_stats", state.batch_stats))
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module, task: Task) -> Callable[[TrainState, Batch],
+                                                             dict[str, jax.Array]]:
+    """``eval_step(state, (x, y[, weights])) -> metrics``: weighted batch
+    means plus ``"weight"``, the batch's total weight, so batches combine as
+    ``sum(metric * weight) / sum(weight)``."""
+
+    def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+        x, y = batch[0], batch[1]
+        w = batch[2] if len(batch) > 2 else jnp.ones((x.shape[0],), jnp.float32)
+        variables = {"params": state.params}
+        if jax.tree_util.tree_leaves(state.batch_stats):
+            variables["batch_stats"] = state.batch_stats
+        outputs = model.apply(variables, x, train=False)
+        metrics = task.metrics(outputs, y, w)
+        metrics["weight"] = jnp.sum(w.astype(jnp.float32))
+        return metrics
+
+    return eval_step
+
+
+def default_steps_per_call(model_name: str, backend: str, steps_per_epoch: int) -> int:
+    """How many train steps one compiled call runs, by measurement.
+
+    Dense models: the whole epoch in one ``lax.scan`` (fastest: one dispatch
+    per epoch). Convolutional models on XLA CPU: one step per call, because
+    convolutions inside a scan loop fall off XLA CPU's fast path (measured
+    ~20x slower, see benchmarks/engine_modes.py); elsewhere a scan.
+    """
+    if model_name == "cnn" and backend == "cpu":
+        return 1
+    return max(1, steps_per_epoch)
+
+
+class Engine:
+    """Compiled epochs and evaluation for one experiment *shape*.
+
+    Build one per (model structure, optimizer structure, data shapes, batch
+    size) and reuse it: hyperparameter values are data in the state, so a
+    second run with another learning rate or dropout rate compiles nothing.
+
+    Args:
+      model, tx, task: as for :func:`make_train_step`.
+      batch_size: examples per train step.
+      n_train: training examples (the epoch drops the last partial batch).
+      steps_per_call: train steps per compiled call (a divisor is not
+        required; a shorter tail call compiles once more).
+      eval_batch_size: examples per evaluation step.
+      use_l2: include the L2 term (its coefficient is ``state.hparams["l2"]``).
+      scan_eval: evaluate a split in one scanned call (else one call per batch).
+    """
+
+    def __init__(self, model: nn.Module, tx: optax.GradientTransformation, task: Task, *,
+                 batch_size: int, n_train: int, steps_per_call: int, eval_batch_size: int,
+                 use_l2: bool = True, scan_eval: bool = True):
+        if n_train < batch_size:
+            raise ValueError(f"batch size {batch_size} is larger than the {n_train} training "
+                             "examples; lower train.batch_size")
+        self.model, self.tx, self.task = model, tx, task
+        self.batch_size = batch_size
+        self.n_train = n_train
+        self.steps_per_epoch = n_train // batch_size
+        self.steps_per_call = max(1, min(steps_per_call, self.steps_per_epoch))
+        self.eval_batch_size = eval_batch_size
+        self.scan_eval = scan_eval
+        self.train_step = make_train_step(model, tx, task, use_l2=use_l2)
+        self.eval_step = make_eval_step(model, task)
+        self.traces: dict[str, int] = {}
+        self.compile_seconds = 0.0
+        self._compiled: dict[Any, Any] = {}
+        self._permutation = jax.jit(self._permutation_fn)
+
+    # -- traced functions (each counts its traces: a retrace is a recompile)
+
+    def _count(self, name: str) -> None:
+        self.traces[name] = self.traces.get(name, 0) + 1
+
+    def _permutation_fn(self, key: jax.Array) -> jax.Array:
+        self._count("permutation")
+        perm = jax.random.permutation(key, self.n_train)
+        return perm[: self.steps_per_epoch * self.batch_size].astype(jnp.int32)
+
+    def _chunk_fn(self, length: int):
+        b = self.batch_size
+
+        def run(state, x, y, perm, start, rng):
+            self._count(f"train_chunk[{length}]")
+
+            def body(state, i):
+                idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * b, b)
+                return self.train_step(state, (x[idx], y[idx]), rng)
+
+            if length == 1:
+                state, metrics = body(state, jnp.zeros((), jnp.int32))
+                return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
+            return jax.lax.scan(body, state, jnp.arange(length, dtype=jnp.int32))
+
+        return run
+
+    def _eval_fn(self, scan: bool):
+        def run(state, x, y, w):
+            self._count("eval")
+            if not scan:
+                return self.eval_step(state, (x, y, w))
+            nb = x.shape[0] // self.eval_batch_size
+
+            def body(carry, i):
+                sl = lambda a: jax.lax.dynamic_slice_in_dim(  # noqa: E731
+                    a, i * self.eval_batch_size, self.eval_batch_size)
+                m = self.eval_step(state, (sl(x), sl(y), sl(w)))
+                weighted = {k: v * m["weight"] for k, v in m.items() if k != "weight"}
+                weighted["weight"] = m["weight"]
+                return jax.tree_util.tree_map(jnp.add, carry, weighted), None
+
+            zero = {k: jnp.zeros((), jnp.float32) for k in (*self.task.metric_names, "weight")}
+            total, _ = jax.lax.scan(body, zero, jnp.arange(nb))
+            return total
+
+        return run
+
+    # -- compilation (ahead of time, so compile seconds are measured apart)
+
+    def _get(self, key: Any, make: Callable[[], Callable], args: tuple, donate: tuple = ()):
+        sig = (key, _signature(args))
+        fn = self._compiled.get(sig)
+        if fn is None:
+            t0 = time.perf_counter()
+            fn = jax.jit(make(), donate_argnums=donate).lower(*args).compile()
+            self.compile_seconds += time.perf_counter() - t0
+            self._compiled[sig] = fn
+        return fn
+
+    # -- public API
+
+    def train_epoch(self, state: TrainState, x: jax.Array, y: jax.Array, shuffle_key: jax.Array,
+                    dropout_key: jax.Array, on_chunk: Callable[[int, Any], None] | None = None
+                    ) -> tuple[TrainState, dict[str, float]]:
+        """One epoch over ``x [n, ...]``, ``y [n, ...]`` (on device).
+
+        Args:
+          state: donated; do not reuse the argument.
+          shuffle_key: this epoch's permutation key.
+          dropout_key: the run's dropout stream (folded with the step).
+          on_chunk: called after each compiled call with (steps done so far,
+            that call's per-step metrics, still on device).
+        Returns:
+          The new state and the epoch's mean train metrics (host floats;
+          NaN when a step diverged).
+        """
+        perm = self._permutation(shuffle_key)
+        done, chunks = 0, []
+        while done < self.steps_per_epoch:
+            length = min(self.steps_per_call, self.steps_per_epoch - done)
+            start = jnp.asarray(done, jnp.int32)
+            args = (state, x, y, perm, start, dropout_key)
+            fn = self._get(("train", length), lambda n=length: self._chunk_fn(n), args,
+                           donate=(0,))
+            state, metrics = fn(*args)
+            chunks.append(metrics)
+            done += length
+            if on_chunk is not None:
+                on_chunk(done, metrics)
+        stacked = jax.device_get(chunks)
+        means = {k: float(np.mean(np.concatenate([np.asarray(c[k]) for c in stacked])))
+                 for k in stacked[0]}
+        return state, means
+
+    def evaluate(self, state: TrainState, split: EvalSplit) -> dict[str, float]:
+        """Weighted mean metrics of ``state`` on a padded split."""
+        if self.scan_eval:
+            args = (state, split.x, split.y, split.w)
+            fn = self._get(("eval", True), lambda: self._eval_fn(True), args)
+            total = jax.device_get(fn(*args))
+        else:
+            total = None
+            eb = self.eval_batch_size
+            for i in range(split.x.shape[0] // eb):
+                sl = slice(i * eb, (i + 1) * eb)
+                args = (state, split.x[sl], split.y[sl], split.w[sl])
+                fn = self._get(("eval", False), lambda: self._eval_fn(False), args)
+                m = fn(*args)
+                weighted = {k: v * m["weight"] for k, v in m.items() if k != "weight"}
+                weighted["weight"] = m["weight"]
+                total = weighted if total is None else jax.tree_util.tree_map(
+                    jnp.add, total, weighted)
+            total = jax.device_get(total)
+        weight = float(total.pop("weight"))
+        return {k: float(v) / weight for k, v in total.items()}
+
+    def put_eval_split(self, x: np.ndarray, y: np.ndarray) -> EvalSplit:
+        """Pad a host split to whole evaluation batches and move it to the
+        device once (weights 0 on the padding)."""
+        n = x.shape[0]
+        eb = self.eval_batch_size
+        padded = -(-n // eb) * eb
+        pad = padded - n
+        w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+        xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+        yp = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
+        return EvalSplit(jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(w), n)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSplit:
+    """A split on the device, padded to whole evaluation batches."""
+
+    x: jax.Array
+    y: jax.Array
+    w: jax.Array
+    n: int
+
+
+def _signature(args: tuple) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return (treedef, tuple((tuple(a.shape), str(a.dtype)) for a in leaves))

@@ -1,0 +1,547 @@
+"""Experiment configuration: frozen, typed, validated dataclasses.
+
+This module is the only YAML reader in jaxdl. A config file mirrors the
+dataclasses below section by section::
+
+    name: mnist_mlp
+    seed: 0
+    data: {name: mnist, val_fraction: 0.1}
+    model: {name: mlp, depth: 2, width: 512}
+    optim: {name: adam, learning_rate: 1.0e-3}
+    train: {epochs: 10, batch_size: 128}
+
+Every field has a default, so a file states only what differs. Loading is
+strict: an unknown key, a wrong type or an out-of-range value raises one
+:class:`~jaxdl.errors.ConfigError` naming the file, the dotted key, the bad
+value and the valid choices. Configs are never mutated; derive a new one with
+:meth:`Config.replace` (dotted keys) or :func:`apply_overrides`
+(``key=value`` strings, as ``jaxdl train --set`` takes them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jaxdl.errors import ConfigError
+
+__all__ = [
+    "ACTIVATIONS",
+    "DATASETS",
+    "LOSSES",
+    "MODELS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "CheckpointConfig",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "dump",
+    "fingerprint",
+    "from_dict",
+    "load",
+    "to_dict",
+]
+
+IMAGE_DATASETS = ("mnist", "fashion_mnist")
+PLAYGROUND_DATASETS = ("circle", "xor", "gaussian", "spiral")
+DATASETS = IMAGE_DATASETS + PLAYGROUND_DATASETS + ("linear",)
+FEATURES = ("x1", "x2", "x1^2", "x2^2", "x1*x2", "sin(x1)", "sin(x2)")
+MODELS = ("mlp", "cnn")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu", "identity")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
+LOSSES = ("auto", "cross_entropy", "bce", "mse")
+# Fields that locate things but do not change a single number of a run; they
+# are left out of the fingerprint so the same experiment on another machine
+# (or with another data directory) has the same identity.
+_NOT_FINGERPRINTED = ("data.dir", "train.progress")
+
+
+def _field(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
+           lo: float | None = None, hi: float | None = None,
+           lo_open: bool = False, hi_open: bool = False, each: bool = False):
+    """A dataclass field carrying its documentation and its valid range.
+
+    Args:
+      default: the default value (immutable: tuples, not lists).
+      doc: one line for the error messages and the docs.
+      choices: valid values (for a tuple field with ``each``: valid items).
+      lo, hi: numeric bounds; ``lo_open``/``hi_open`` make them exclusive.
+      each: the bounds/choices apply to every item of a tuple field.
+    """
+    meta = dict(doc=doc, choices=tuple(choices) if choices else None, lo=lo, hi=hi,
+                lo_open=lo_open, hi_open=hi_open, each=each)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, and how it is split and normalised."""
+
+    name: str = _field("mnist", "dataset name", choices=DATASETS)
+    dir: str | None = _field(
+        None, "data directory (default: $JAXDL_DATA_DIR, else ~/.cache/jaxdl)")
+    val_fraction: float = _field(
+        0.1, "fraction of the training split held out for validation", lo=0.0, hi=1.0,
+        hi_open=True)
+    normalize: str = _field(
+        "standardize",
+        "none | unit (images /255, tables min-max) | standardize (unit, then zero mean and "
+        "unit variance fitted on the training split)",
+        choices=("none", "unit", "standardize"))
+    train_limit: int | None = _field(
+        None, "use only the first N training examples (small-label regimes, tests)", lo=1)
+    n_samples: int = _field(1000, "synthetic sets: number of examples", lo=2)
+    noise: float = _field(0.0, "synthetic sets: noise level (playground: 0..1)", lo=0.0, hi=1.0)
+    test_fraction: float = _field(
+        0.5, "synthetic sets: fraction kept as the test split", lo=0.0, hi=1.0,
+        lo_open=True, hi_open=True)
+    features: tuple[str, ...] = _field(
+        ("x1", "x2"), "playground sets: input features", choices=FEATURES, each=True)
+    n_features: int = _field(3, "linear regression: number of input features", lo=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture. Fields a family does not use are ignored by it."""
+
+    name: str = _field("mlp", "model family", choices=MODELS)
+    depth: int = _field(2, "mlp: hidden layers (0 = linear/logistic regression)", lo=0)
+    width: int = _field(128, "mlp: units per hidden layer", lo=1)
+    widths: tuple[int, ...] | None = _field(
+        None, "mlp: explicit hidden widths (overrides depth and width)", lo=1, each=True)
+    activation: str = _field("relu", "hidden activation", choices=ACTIVATIONS)
+    dropout: float = _field(0.0, "dropout rate on hidden layers", lo=0.0, hi=1.0, hi_open=True)
+    channels: tuple[int, ...] = _field((32, 64), "cnn: channels of each conv block", lo=1,
+                                       each=True)
+    kernel: int = _field(3, "cnn: square kernel size", lo=1)
+    pool: str = _field("avg", "cnn: 2x2 pooling after each block", choices=("avg", "max", "none"))
+    batch_norm: bool = _field(False, "cnn: batch normalisation after each convolution")
+    dense: tuple[int, ...] = _field((256,), "cnn: hidden widths of the dense head", lo=1,
+                                    each=True)
+    conv: str = _field(
+        "auto", "cnn: convolution lowering (auto picks the fastest measured for the backend)",
+        choices=("auto", "xla", "im2col"))
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer, schedule and clipping. Numeric values are injected
+    hyperparameters: changing them never recompiles."""
+
+    name: str = _field("adam", "optimizer", choices=OPTIMIZERS)
+    learning_rate: float = _field(1e-3, "peak learning rate", lo=0.0, lo_open=True)
+    momentum: float = _field(0.9, "momentum / nesterov: momentum coefficient", lo=0.0, hi=1.0,
+                             hi_open=True)
+    b1: float = _field(0.9, "adam(w): first-moment decay", lo=0.0, hi=1.0, hi_open=True)
+    b2: float = _field(0.999, "adam(w): second-moment decay", lo=0.0, hi=1.0, hi_open=True)
+    eps: float = _field(1e-8, "adam(w) / rmsprop: denominator epsilon", lo=0.0, lo_open=True)
+    decay: float = _field(0.9, "rmsprop: squared-gradient decay", lo=0.0, hi=1.0, hi_open=True)
+    weight_decay: float = _field(
+        0.0, "decoupled weight decay (adamw default 1e-4 when left at 0)", lo=0.0)
+    schedule: str = _field("constant", "learning-rate schedule", choices=SCHEDULES)
+    warmup_epochs: float = _field(0.0, "warmup_cosine: linear warmup length in epochs", lo=0.0)
+    decay_rate: float = _field(0.5, "exponential: multiplier per epoch", lo=0.0, hi=1.0,
+                               lo_open=True)
+    min_lr_ratio: float = _field(0.0, "cosine: final learning rate / peak", lo=0.0, hi=1.0)
+    clip_norm: float | None = _field(None, "clip gradients to this global norm", lo=0.0,
+                                     lo_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training loop."""
+
+    epochs: int = _field(10, "number of epochs", lo=1)
+    batch_size: int = _field(128, "examples per step", lo=1)
+    eval_batch_size: int = _field(1000, "examples per evaluation step", lo=1)
+    loss: str = _field("auto", "loss (auto: from the dataset's task)", choices=LOSSES)
+    l2: float = _field(0.0, "L2 penalty coefficient on weights (added to the loss)", lo=0.0)
+    monitor: str = _field("val_loss", "metric for early stopping and the best checkpoint "
+                          "(<split>_<metric>, e.g. val_accuracy)")
+    mode: str = _field("min", "whether the monitored metric should go down or up",
+                       choices=("min", "max"))
+    patience: int | None = _field(None, "early stopping: epochs without improvement "
+                                  "(null = never stop early)", lo=1)
+    min_delta: float = _field(0.0, "early stopping: smallest change that counts", lo=0.0)
+    steps_per_call: int | None = _field(
+        None, "train steps per compiled call: null = measured choice per model and backend "
+        "(whole epoch in one lax.scan for dense models, 1 for convolutions on CPU)", lo=1)
+    progress: bool = _field(True, "show a progress bar")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """Orbax checkpoints in <run dir>/checkpoints."""
+
+    enabled: bool = _field(True, "write checkpoints")
+    every: int = _field(1, "save every N epochs (and at the end, and on a new best)", lo=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole experiment. Build with :func:`load` or :func:`from_dict`."""
+
+    name: str = _field("experiment", "experiment name (names the run directory)")
+    seed: int = _field(0, "root of all randomness: init, dropout, shuffling, splits", lo=0)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+
+    def __post_init__(self):
+        problems = _check(self, "")
+        if not problems:
+            problems = _cross_check(self)
+        if problems:
+            raise ConfigError(problems)
+
+    def replace(self, overrides: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Config:
+        """A new, validated config with dotted keys replaced.
+
+        ``cfg.replace({"optim.learning_rate": 3e-4})`` or
+        ``cfg.replace(seed=1)``.
+        """
+        updates = dict(overrides or {}, **kwargs)
+        tree = to_dict(self)
+        problems = []
+        for key, value in updates.items():
+            problems += _set_dotted(tree, key, value)
+        if problems:
+            raise ConfigError(problems, "<replace>")
+        return from_dict(tree, source="<replace>")
+
+    def get(self, dotted: str) -> Any:
+        """The value at a dotted key, e.g. ``cfg.get("optim.learning_rate")``."""
+        node: Any = self
+        for part in dotted.split("."):
+            if not dataclasses.is_dataclass(node) or part not in _field_names(type(node)):
+                raise ConfigError(f"{dotted}: no such key", "<get>")
+            node = getattr(node, part)
+        return node
+
+
+# ---------------------------------------------------------------- building
+
+
+def from_dict(tree: Mapping[str, Any], source: str = "<dict>") -> Config:
+    """Build a validated :class:`Config` from nested mappings.
+
+    Raises:
+      ConfigError: listing every unknown key, wrong type and bad value.
+    """
+    problems: list[str] = []
+    cfg = _build(Config, tree, "", problems)
+    if problems:
+        raise ConfigError(problems, source)
+    try:
+        return cfg()
+    except ConfigError as e:
+        raise ConfigError(e.problems, source) from None
+
+
+def load(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """Read a YAML config and apply ``key=value`` (or dotted-mapping) overrides.
+
+    Args:
+      path: the YAML file.
+      overrides: ``["optim.learning_rate=3e-4", ...]`` or ``{"seed": 1}``.
+
+    Raises:
+      ConfigError: the file is missing, is not YAML, or holds a bad config.
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file: {e.strerror}", source) from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {e}", source) from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"top level must be a mapping, got {type(tree).__name__}", source)
+    problems: list[str] = []
+    for key, value in _parse_overrides(overrides, problems).items():
+        problems += _set_dotted(tree, key, value)
+    if problems:
+        raise ConfigError(problems, source)
+    return from_dict(tree, source)
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """``cfg`` with ``key=value`` strings applied (values parsed as YAML)."""
+    problems: list[str] = []
+    parsed = _parse_overrides(overrides, problems)
+    if problems:
+        raise ConfigError(problems, "<override>")
+    return cfg.replace(parsed)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples as lists) of a config or config section."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def dump(cfg: Config, path: str | Path | None = None) -> str:
+    """The resolved config as YAML (written to ``path`` when given)."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+    if path is not None:
+        Path(path).write_text(text)
+    return text
+
+
+def fingerprint(cfg: Config) -> str:
+    """A stable 16-hex-digit identity of everything that changes the numbers.
+
+    Equal for configs that train identically, whatever their key order or
+    data directory; differs when any other value does.
+    """
+    tree = to_dict(cfg)
+    for dotted in _NOT_FINGERPRINTED:
+        section, key = dotted.split(".")
+        tree[section].pop(key, None)
+    blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- internals
+
+
+def _field_names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls, tree: Any, prefix: str, problems: list[str]):
+    """Coerce ``tree`` into keyword arguments of ``cls`` and return a thunk
+    that constructs it; append problems instead of raising."""
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(tree, Mapping):
+        problems.append(f"{where}: expected a mapping, got {tree!r}")
+        return lambda: cls()
+    names = _field_names(cls)
+    for key in tree:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{prefix}{key}: unknown key{hint}; valid keys: {', '.join(names)}")
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    thunks: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in tree:
+            continue
+        value, tp = tree[f.name], hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            thunks[f.name] = _build(tp, value, f"{prefix}{f.name}.", problems)
+            continue
+        ok, coerced = _coerce(value, tp)
+        if not ok:
+            problems.append(f"{prefix}{f.name}: expected {_type_name(tp)}, got {value!r}")
+            continue
+        kwargs[f.name] = coerced
+
+    def construct():
+        return cls(**kwargs, **{k: t() for k, t in thunks.items()})
+
+    return construct
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(ok, value) converting YAML scalars to the annotated type, strictly."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return True, None
+        for arg in args:
+            if arg is type(None):
+                continue
+            ok, out = _coerce(value, arg)
+            if ok:
+                return True, out
+        return False, None
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            return False, None
+        items = []
+        for v in value:
+            ok, out = _coerce(v, item_tp)
+            if not ok:
+                return False, None
+            items.append(out)
+        return True, tuple(items)
+    if tp is bool:
+        return (True, value) if isinstance(value, bool) else (False, None)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return False, None
+        return True, value
+    if tp is float:
+        if isinstance(value, bool):
+            return False, None
+        if isinstance(value, (int, float)):
+            return True, float(value)
+        if isinstance(value, str):
+            # PyYAML reads "1e-3" (no dot) as a string; accept numeric text.
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, None
+        return False, None
+    if tp is str:
+        return (True, value) if isinstance(value, str) else (False, None)
+    return False, None
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check(obj: Any, prefix: str) -> list[str]:
+    """Range and choice checks of every field, recursively."""
+    problems = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            problems += _check(value, key + ".")
+            continue
+        meta = f.metadata
+        if not meta or value is None:
+            continue
+        items = value if meta["each"] and isinstance(value, tuple) else (value,)
+        for item in items:
+            msg = _check_value(item, meta)
+            if msg:
+                problems.append(f"{key}: {msg}, got {value!r}")
+                break
+    return problems
+
+
+def _check_value(v: Any, meta: Mapping[str, Any]) -> str | None:
+    if meta["choices"] is not None and v not in meta["choices"]:
+        return "must be one of " + ", ".join(map(str, meta["choices"]))
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if isinstance(v, float) and not math.isfinite(v):
+            return "must be finite"
+        lo, hi = meta["lo"], meta["hi"]
+        if lo is not None and (v < lo or (meta["lo_open"] and v == lo)):
+            return f"must be {'>' if meta['lo_open'] else '>='} {lo}"
+        if hi is not None and (v > hi or (meta["hi_open"] and v == hi)):
+            return f"must be {'<' if meta['hi_open'] else '<='} {hi}"
+    return None
+
+
+def _cross_check(cfg: Config) -> list[str]:
+    """Constraints that involve more than one field."""
+    problems = []
+    split, _, metric = cfg.train.monitor.partition("_")
+    if split not in ("train", "val") or not metric:
+        problems.append(
+            f"train.monitor: must be <split>_<metric> with split train or val "
+            f"(e.g. val_loss, val_accuracy), got {cfg.train.monitor!r}")
+    elif metric not in ("loss", "accuracy", "mse"):
+        problems.append(f"train.monitor: unknown metric {metric!r}; valid: loss, accuracy, mse")
+    elif split == "val" and cfg.data.val_fraction == 0.0:
+        problems.append(
+            f"train.monitor: {cfg.train.monitor!r} needs a validation split but "
+            "data.val_fraction is 0; monitor train_loss or set data.val_fraction > 0")
+    if cfg.model.name == "cnn" and cfg.data.name not in IMAGE_DATASETS:
+        problems.append(
+            f"model.name: cnn needs image data ({', '.join(IMAGE_DATASETS)}), "
+            f"but data.name is {cfg.data.name!r}")
+    if cfg.model.name == "cnn" and cfg.model.kernel > 28:
+        problems.append(f"model.kernel: must be <= 28 for 28x28 images, got {cfg.model.kernel}")
+    if cfg.model.name == "cnn" and cfg.model.pool != "none" and 2 ** len(cfg.model.channels) > 28:
+        problems.append(
+            f"model.channels: {len(cfg.model.channels)} pooled blocks shrink 28x28 images "
+            "below 1 pixel; use at most 4 blocks or pool: none")
+    return problems
+
+
+def _parse_overrides(overrides: Sequence[str] | Mapping[str, Any],
+                     problems: list[str]) -> dict[str, Any]:
+    if isinstance(overrides, Mapping):
+        return dict(overrides)
+    out = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"override {item!r}: expected key=value, e.g. optim.learning_rate=3e-4")
+            continue
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> list[str]:
+    """Set ``tree[a][b] = value`` for ``dotted == "a.b"``, checking each part
+    names a real field (so a typo is an error, not a silent new key)."""
+    parts = dotted.split(".")
+    cls: Any = Config
+    node = tree
+    for i, part in enumerate(parts):
+        names = _field_names(cls)
+        if part not in names:
+            where = ".".join(parts[:i]) or "top level"
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f" (did you mean {'.'.join(parts[:i] + [close[0]])!r}?)" if close else ""
+            return [f"{dotted}: no such key{hint}; keys of {where}: {', '.join(names)}"]
+        tp = _hints(cls)[part]
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(tp) and not isinstance(value, Mapping):
+                return [f"{dotted}: is a section; set one of its keys, e.g. {dotted}."
+                        f"{_field_names(tp)[0]}=..."]
+            node[part] = value
+            return []
+        if not dataclasses.is_dataclass(tp):
+            return [f"{dotted}: {'.'.join(parts[:i + 1])} is not a section"]
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {} if child is None else child
+            if not isinstance(child, dict):
+                return [f"{'.'.join(parts[:i + 1])}: expected a mapping, got {child!r}"]
+            node[part] = child
+        node, cls = child, tp
+    return []

@@ -1,0 +1,396 @@
+"""Whole runs: ``run(cfg)`` trains and records; ``restore``/``evaluate`` read
+a run directory back.
+
+A run directory holds::
+
+    config.yaml      the resolved config
+    run.json         fingerprint, seed, library versions, backend, command
+    metrics.jsonl    one JSON object per evaluation (epoch, step, split, ...)
+    curves.png       learning curves
+    summary.json     status, final and best metrics per split, timings
+    checkpoints/     Orbax: the latest epoch (resume) and the best (use)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdl import config as config_lib
+from jaxdl import data as data_lib
+from jaxdl import models, optim
+from jaxdl.algorithms.supervised import Engine, Task, TrainState, default_steps_per_call, init_state
+from jaxdl.checkpoint import Checkpointer
+from jaxdl.config import Config
+from jaxdl.errors import CheckpointError
+from jaxdl.loop import LoopState, Reporter, fit, run_keys
+from jaxdl.metrics import MetricsWriter, plot_curves, read_metrics
+
+__all__ = ["Restored", "RunResult", "build_engine", "default_run_dir", "evaluate", "new_state",
+           "restore", "run"]
+
+_ENGINES: dict[Any, Engine] = {}
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What :func:`run` returns.
+
+    Attributes:
+      status: ``completed``, ``early_stopped``, ``diverged`` or ``stopped``.
+      run_dir: where everything was written.
+      summary: the content of ``summary.json``.
+      state: the final :class:`TrainState` (None when nothing was trained).
+    """
+
+    status: str
+    run_dir: Path
+    summary: dict[str, Any]
+    state: TrainState | None = None
+
+    @property
+    def best(self) -> dict[str, dict[str, float]]:
+        return self.summary["best"]
+
+    @property
+    def final(self) -> dict[str, dict[str, float]]:
+        return self.summary["final"]
+
+
+def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
+    """``runs/<name>-<fingerprint[:8]>``: the same config finds the same
+    directory, so ``--resume`` needs no path."""
+    return Path(root) / f"{cfg.name}-{config_lib.fingerprint(cfg)[:8]}"
+
+
+def _shape_key(cfg: Config, dataset: data_lib.Dataset, backend: str) -> tuple:
+    """Everything that changes compiled shapes or structure. Hyperparameter
+    *values* (learning rate, momentum, dropout rate, L2, weight decay, seed,
+    epochs) are left out: they are data."""
+    model = config_lib.to_dict(cfg.model)
+    model["dropout"] = cfg.model.dropout > 0
+    return (
+        json.dumps(model, sort_keys=True),
+        (cfg.optim.name, cfg.optim.schedule, cfg.optim.clip_norm is not None),
+        (dataset.task, cfg.train.loss, dataset.outputs, dataset.input_shape, len(dataset.train)),
+        (cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.steps_per_call,
+         cfg.train.l2 > 0),
+        backend,
+    )
+
+
+def build_engine(cfg: Config, dataset: data_lib.Dataset) -> Engine:
+    """The (cached) :class:`Engine` for this config's shape."""
+    backend = jax.default_backend()
+    key = _shape_key(cfg, dataset, backend)
+    engine = _ENGINES.get(key)
+    if engine is None:
+        n_train = len(dataset.train)
+        steps = max(1, n_train // cfg.train.batch_size)
+        model = models.make(cfg.model, dataset.outputs, backend)
+        tx = optim.make(cfg.optim, steps, cfg.train.epochs)
+        spc = cfg.train.steps_per_call or default_steps_per_call(cfg.model.name, backend, steps)
+        engine = Engine(model, tx, Task(dataset.task, cfg.train.loss),
+                        batch_size=cfg.train.batch_size, n_train=n_train, steps_per_call=spc,
+                        eval_batch_size=cfg.train.eval_batch_size, use_l2=cfg.train.l2 > 0,
+                        scan_eval=spc > 1)
+        _ENGINES[key] = engine
+    return engine
+
+
+def new_state(cfg: Config, engine: Engine, dataset: data_lib.Dataset) -> TrainState:
+    """A fresh state for ``cfg``: params from the seed's init key, and the
+    config's hyperparameter values injected (the engine may have been built
+    for another run of the same shape)."""
+    sample = jnp.asarray(dataset.train.x[:1])
+    state = init_state(engine.model, engine.tx, run_keys(cfg.seed)["init"], sample,
+                       dropout=cfg.model.dropout, l2=cfg.train.l2)
+    steps = engine.steps_per_epoch
+    opt_state = optim.set_hyperparams(state.opt_state,
+                                      optim.hyperparams(cfg.optim, steps, cfg.train.epochs))
+    return state.replace(opt_state=opt_state)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("jaxdl", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "optuna", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _prepare_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
+    ckpt = run_dir / "checkpoints"
+    holds_run = (run_dir / "summary.json").exists() or (
+        ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir()))
+    if holds_run and not resume:
+        raise CheckpointError(
+            f"{run_dir} already holds a run; pass --resume (resume=True) to continue it, "
+            "or choose another --workdir")
+    saved = run_dir / "config.yaml"
+    if resume and saved.exists():
+        old = config_lib.load(saved)
+        if config_lib.fingerprint(old) != config_lib.fingerprint(cfg):
+            a, b = _flat(config_lib.to_dict(old)), _flat(config_lib.to_dict(cfg))
+            diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k) and k not in ("data.dir", "train.progress")]
+            raise CheckpointError(
+                f"cannot resume {run_dir}: its config differs from this one "
+                f"({'; '.join(diff)}); use another --workdir for a new run")
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
+        reporter: Reporter | None = None, progress: bool | None = None,
+        quiet: bool = False) -> RunResult:
+    """Train ``cfg`` and record everything in a run directory.
+
+    Args:
+      cfg: the experiment.
+      workdir: the run directory (default :func:`default_run_dir`).
+      resume: continue from the latest checkpoint in ``workdir``.
+      reporter: ``reporter(epoch, metrics) -> stop`` after each evaluation.
+      progress: progress bars (default: ``cfg.train.progress``).
+      quiet: print nothing.
+
+    Returns:
+      A :class:`RunResult`; a diverged run returns normally with status
+      ``"diverged"`` and the reason in ``summary["reason"]``.
+
+    Raises:
+      ConfigError, DataError, CheckpointError: bad input, explained.
+    """
+    t_start = time.perf_counter()
+    log = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
+    progress = cfg.train.progress if progress is None else progress
+    progress = progress and not quiet
+    run_dir = Path(workdir) if workdir is not None else default_run_dir(cfg)
+    _prepare_dir(cfg, run_dir, resume)
+    if resume and (run_dir / "summary.json").exists():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if summary.get("status") in ("completed", "early_stopped"):
+            log(f"{run_dir} already finished ({summary['status']}); nothing to resume")
+            return RunResult(summary["status"], run_dir, summary)
+
+    dataset = data_lib.load(cfg.data, cfg.seed)
+    engine = build_engine(cfg, dataset)
+    compile_before = engine.compile_seconds
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_lib.dump(cfg, run_dir / "config.yaml")
+    _write_json(run_dir / "run.json", {
+        "name": cfg.name, "fingerprint": config_lib.fingerprint(cfg), "seed": cfg.seed,
+        "versions": _versions(), "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()], "command": sys.argv,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "steps_per_epoch": engine.steps_per_epoch, "steps_per_call": engine.steps_per_call,
+        "normalizer": dataset.normalizer.to_dict(),
+    })
+
+    state = new_state(cfg, engine, dataset)
+    ckpt = None
+    if cfg.checkpoint.enabled:
+        ckpt = Checkpointer(run_dir / "checkpoints", monitor=cfg.train.monitor,
+                            mode=cfg.train.mode)
+    writer = MetricsWriter(run_dir / "metrics.jsonl")
+    loop = LoopState()
+    if resume and ckpt is not None and ckpt.latest_epoch() is not None:
+        state, meta = ckpt.restore(ckpt.latest_epoch(), state)
+        loop = LoopState.from_meta(meta)
+        log(f"resuming {run_dir} after epoch {loop.epoch}")
+    writer.truncate_after(loop.epoch)
+    (run_dir / "summary.json").unlink(missing_ok=True)
+
+    x = jnp.asarray(dataset.train.x)
+    y = jnp.asarray(dataset.train.y)
+    evals = {}
+    if dataset.val is not None:
+        evals["val"] = engine.put_eval_split(dataset.val.x, dataset.val.y)
+    try:
+        result = fit(cfg, engine, state, (x, y), evals, loop=loop, reporter=reporter,
+                     checkpointer=ckpt, writer=writer, progress=progress, log=log)
+    finally:
+        if ckpt is not None:
+            ckpt.wait()
+
+    loop = result.loop
+    test_split = engine.put_eval_split(dataset.test.x, dataset.test.y)
+    final = _by_split(loop.last_metrics)
+    best = _by_split(loop.best_metrics)
+    if result.status != "diverged":
+        final["test"] = engine.evaluate(result.state, test_split)
+        writer.write(loop.epoch, loop.steps, "test", final["test"])
+    best_state = result.best_state
+    if best_state is None and ckpt is not None and loop.best_epoch is not None:
+        best_state, _ = ckpt.restore(loop.best_epoch, new_state(cfg, engine, dataset))
+    if best_state is not None:
+        best["test"] = engine.evaluate(jax.device_put(best_state), test_split)
+    if ckpt is not None:
+        ckpt.close()
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    if rows:
+        plot_curves(rows, run_dir / "curves.png", title=f"{cfg.name} ({result.status})")
+    wall = time.perf_counter() - t_start
+    compile_s = engine.compile_seconds - compile_before
+    epochs_here = max(1, len([r for r in rows if r["split"] == "train"]))
+    summary = {
+        "status": result.status,
+        "reason": result.reason,
+        "name": cfg.name,
+        "fingerprint": config_lib.fingerprint(cfg),
+        "epochs": loop.epoch,
+        "best_epoch": loop.best_epoch,
+        "monitor": cfg.train.monitor,
+        "mode": cfg.train.mode,
+        "final": final,
+        "best": best,
+        "wall_seconds": round(wall, 3),
+        "compile_seconds": round(compile_s, 3),
+        "train_seconds": round(loop.train_seconds, 3),
+        "seconds_per_epoch": round(loop.train_seconds / epochs_here, 4),
+        "steps_per_second": round(loop.steps / max(loop.train_seconds, 1e-9), 2),
+        "run_dir": str(run_dir),
+    }
+    _write_json(run_dir / "summary.json", summary)
+    log(one_line(summary))
+    return RunResult(result.status, run_dir, summary, result.state)
+
+
+def _by_split(flat: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for k, v in flat.items():
+        split, _, name = k.partition("_")
+        out.setdefault(split, {})[name] = v
+    return out
+
+
+def one_line(summary: Mapping[str, Any]) -> str:
+    """``completed | 10 epochs 35.2 s (compile 2.1 s) | val_accuracy 0.9812 ...``"""
+    parts = [summary["status"],
+             f"{summary['epochs']} epochs {summary['wall_seconds']:.1f} s "
+             f"(compile {summary['compile_seconds']:.1f} s)"]
+    mon = summary["monitor"]
+    split, _, name = mon.partition("_")
+    best = summary["best"].get(split, {}).get(name)
+    if best is not None:
+        parts.append(f"best {mon} {best:.4f} @ epoch {summary['best_epoch']}")
+    for split in ("val", "test"):
+        m = summary["final"].get(split)
+        if m:
+            parts.append(" ".join(f"{split}_{k} {v:.4f}" for k, v in m.items()))
+    if summary["status"] == "diverged":
+        parts.append(summary["reason"])
+    parts.append(summary["run_dir"])
+    return " | ".join(parts)
+
+
+@dataclasses.dataclass
+class Restored:
+    """A trained model read back from a run directory.
+
+    Attributes:
+      config: the run's config.
+      model: the Flax module (``model.apply({"params": params, ...}, x)``).
+      params: the Flax params of the chosen checkpoint.
+      batch_stats: batch-norm statistics ({} without batch norm).
+      state: the whole :class:`TrainState`.
+      epoch: which epoch's checkpoint was restored.
+      dataset: the loaded dataset (normalised splits, normalizer).
+      engine: the compiled engine (for :meth:`Engine.evaluate`).
+    """
+
+    config: Config
+    model: Any
+    params: Any
+    batch_stats: Any
+    state: TrainState
+    epoch: int
+    dataset: data_lib.Dataset
+    engine: Engine
+
+    def predict(self, x: np.ndarray | jax.Array) -> jax.Array:
+        """Model outputs for already-normalised inputs ``x [batch, ...]``."""
+        variables = {"params": self.params}
+        if jax.tree_util.tree_leaves(self.batch_stats):
+            variables["batch_stats"] = self.batch_stats
+        return self.model.apply(variables, jnp.asarray(x), train=False)
+
+
+def restore(run_dir: str | Path, which: str = "best", *,
+            data_dir: str | None = None) -> Restored:
+    """Read back a run's model from its best (or latest) checkpoint.
+
+    Args:
+      run_dir: a directory written by :func:`run`.
+      which: ``"best"`` or ``"latest"``.
+      data_dir: override the data directory saved in the config.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = config_lib.load(run_dir / "config.yaml")
+    if data_dir is not None:
+        cfg = cfg.replace({"data.dir": data_dir})
+    if which not in ("best", "latest"):
+        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+    ckpt_dir = run_dir / "checkpoints"
+    if not ckpt_dir.exists():
+        raise CheckpointError(f"{run_dir} has no checkpoints (checkpoint.enabled was false?)")
+    dataset = data_lib.load(cfg.data, cfg.seed)
+    engine = build_engine(cfg, dataset)
+    with Checkpointer(ckpt_dir, monitor=cfg.train.monitor, mode=cfg.train.mode,
+                      read_only=True) as ckpt:
+        epoch = ckpt.best_epoch() if which == "best" else ckpt.latest_epoch()
+        if epoch is None:
+            raise CheckpointError(f"{ckpt_dir} holds no finished checkpoint")
+        abstract = jax.eval_shape(lambda: new_state(cfg, engine, dataset))
+        state, _ = ckpt.restore(epoch, abstract)
+    return Restored(cfg, engine.model, state.params, state.batch_stats, state, epoch, dataset,
+                    engine)
+
+
+def evaluate(run_dir: str | Path, which: str = "best", splits: tuple[str, ...] = ("test",),
+             *, data_dir: str | None = None) -> dict[str, dict[str, float]]:
+    """Metrics of a run's best (or latest) checkpoint on the given splits.
+
+    Returns:
+      ``{"test": {"loss": ..., "accuracy": ...}, ...}`` plus ``"epoch"``.
+    """
+    r = restore(run_dir, which, data_dir=data_dir)
+    out: dict[str, Any] = {"epoch": r.epoch}
+    available = r.dataset.splits()
+    for split in splits:
+        if split not in available:
+            raise ValueError(f"no {split!r} split; have {', '.join(available)}")
+        s = available[split]
+        out[split] = r.engine.evaluate(r.state, r.engine.put_eval_split(s.x, s.y))
+    return out

@@ -1,0 +1,207 @@
+"""``fit``: the one Python training loop.
+
+Epochs run through an :class:`~jaxdl.algorithms.supervised.Engine`; after
+each evaluation the loop writes metrics, checks for divergence, tracks the
+monitored metric (early stopping, best checkpoint), saves checkpoints and
+asks the ``reporter`` whether to stop. Everything it needs to continue after
+a restart is in the checkpoint's ``meta``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxdl.algorithms.supervised import Engine, EvalSplit, TrainState
+from jaxdl.checkpoint import Checkpointer
+from jaxdl.config import Config
+from jaxdl.metrics import MetricsWriter
+
+__all__ = ["FitResult", "LoopState", "Reporter", "fit", "run_keys"]
+
+Reporter = Callable[[int, Mapping[str, float]], bool]
+"""``reporter(epoch, metrics) -> stop``: called after each evaluation with
+flat metrics (``train_loss``, ``val_accuracy``, ...); True stops the run."""
+
+
+@dataclasses.dataclass
+class LoopState:
+    """The loop's bookkeeping; saved in each checkpoint's ``meta``."""
+
+    epoch: int = 0
+    best_value: float | None = None
+    best_epoch: int | None = None
+    wait: int = 0
+    best_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    last_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    train_seconds: float = 0.0
+    steps: int = 0
+
+    def to_meta(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> LoopState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in meta.items() if k in names})
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` ends with.
+
+    Attributes:
+      state: the final train state (on device).
+      best_state: host copy of the state at the best epoch (None if no
+        epoch was evaluated).
+      loop: final bookkeeping (best value/epoch, last metrics, timings).
+      status: ``completed``, ``early_stopped``, ``diverged`` or ``stopped``
+        (by the reporter).
+      reason: one line saying why the run ended.
+    """
+
+    state: TrainState
+    best_state: Any
+    loop: LoopState
+    status: str
+    reason: str
+
+
+def run_keys(seed: int) -> dict[str, jax.Array]:
+    """The run's random streams, split by purpose from the config seed."""
+    root = jax.random.key(seed)
+    return {"init": jax.random.fold_in(root, 0), "dropout": jax.random.fold_in(root, 1),
+            "shuffle": jax.random.fold_in(root, 2)}
+
+
+def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def fit(cfg: Config, engine: Engine, state: TrainState, train_xy: tuple[jax.Array, jax.Array],
+        eval_splits: Mapping[str, EvalSplit], *, loop: LoopState | None = None,
+        reporter: Reporter | None = None, checkpointer: Checkpointer | None = None,
+        writer: MetricsWriter | None = None, progress: bool = False,
+        log: Callable[[str], None] = print) -> FitResult:
+    """Train ``state`` from ``loop.epoch`` to ``cfg.train.epochs``.
+
+    Args:
+      cfg: the experiment config (train and checkpoint sections are read).
+      engine: compiled epochs for this shape.
+      state: the state to continue from (donated).
+      train_xy: training inputs and targets on the device.
+      eval_splits: ``{"val": ...}`` evaluated after every epoch (``"test"``
+        is never evaluated here).
+      loop: bookkeeping to resume from (default: a fresh run).
+      reporter: see :data:`Reporter`.
+      checkpointer, writer: where checkpoints and metric rows go (optional).
+      progress: show a tqdm bar per epoch.
+      log: where one-line messages go.
+    """
+    tc = cfg.train
+    loop = loop or LoopState()
+    keys = run_keys(cfg.seed)
+    best_state = None
+    status, reason = "completed", f"trained {tc.epochs} epochs"
+    x, y = train_xy
+    for epoch in range(loop.epoch + 1, tc.epochs + 1):
+        bar = _progress_bar(epoch, tc.epochs, engine.steps_per_epoch) if progress else None
+        t0 = time.perf_counter()
+        shuffle_key = jax.random.fold_in(keys["shuffle"], epoch)
+        state, train_m = engine.train_epoch(
+            state, x, y, shuffle_key, keys["dropout"],
+            on_chunk=_bar_updater(bar, engine) if bar is not None else None)
+        metrics = {f"train_{k}": v for k, v in train_m.items()}
+        for split, data in eval_splits.items():
+            metrics.update({f"{split}_{k}": v for k, v in engine.evaluate(state, data).items()})
+        loop.train_seconds += time.perf_counter() - t0
+        loop.steps += engine.steps_per_epoch
+        loop.epoch = epoch
+        loop.last_metrics = metrics
+        if bar is not None:
+            bar.set_postfix_str(_fmt(metrics), refresh=False)
+            bar.close()
+        if writer is not None:
+            step = int(loop.steps)
+            writer.write(epoch, step, "train", train_m)
+            for split in eval_splits:
+                writer.write(epoch, step, split, {k[len(split) + 1:]: v for k, v in metrics.items()
+                                                  if k.startswith(split + "_")})
+
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            status = "diverged"
+            last = loop.best_epoch if checkpointer is None else checkpointer.latest_epoch()
+            reason = (f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch}: the loss diverged "
+                      f"(try a lower optim.learning_rate or optim.clip_norm); "
+                      f"last good checkpoint: epoch {last}")
+            break
+
+        value = metrics[tc.monitor]
+        is_best = _improved(value, loop.best_value, tc.mode, tc.min_delta)
+        if is_best:
+            loop.best_value, loop.best_epoch, loop.wait = value, epoch, 0
+            loop.best_metrics = dict(metrics)
+            best_state = jax.device_get(state)
+        else:
+            loop.wait += 1
+        stop_early = tc.patience is not None and loop.wait >= tc.patience
+        stop_asked = reporter is not None and bool(reporter(epoch, dict(metrics)))
+        last_epoch = epoch == tc.epochs or stop_early or stop_asked
+        if checkpointer is not None and (is_best or last_epoch
+                                         or epoch % cfg.checkpoint.every == 0):
+            checkpointer.save(epoch, state, loop.to_meta(), metrics)
+        if not progress:
+            log(f"epoch {epoch}/{tc.epochs}  {_fmt(metrics)}")
+        if stop_early:
+            status = "early_stopped"
+            reason = (f"{tc.monitor} did not improve by more than {tc.min_delta} for "
+                      f"{tc.patience} epochs (best {loop.best_value:.6g} at epoch "
+                      f"{loop.best_epoch})")
+            break
+        if stop_asked:
+            status, reason = "stopped", f"stopped by the reporter after epoch {epoch}"
+            break
+    return FitResult(state, best_state, loop, status, reason)
+
+
+def _fmt(metrics: Mapping[str, float]) -> str:
+    short = {"accuracy": "acc"}
+    parts = []
+    for k, v in metrics.items():
+        split, _, name = k.partition("_")
+        label = f"{'' if split == 'train' else split + '_'}{short.get(name, name)}"
+        parts.append(f"{label}={v:.4f}" if math.isfinite(v) else f"{label}={v}")
+    return " ".join(parts)
+
+
+def _progress_bar(epoch: int, epochs: int, steps: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step", leave=True,
+                dynamic_ncols=True, mininterval=0.25)
+
+
+def _bar_updater(bar, engine: Engine):
+    last = {"done": 0, "t": 0.0}
+
+    def update(done: int, chunk_metrics: Mapping[str, jax.Array]) -> None:
+        bar.update(done - last["done"])
+        last["done"] = done
+        now = time.perf_counter()
+        # Reading a metric waits for the device; do it a few times a second
+        # at most so dispatch stays ahead of execution.
+        if now - last["t"] > 0.25 or done == engine.steps_per_epoch:
+            last["t"] = now
+            vals = {k: float(np.asarray(v)[-1]) for k, v in chunk_metrics.items()}
+            bar.set_postfix_str(_fmt({f"train_{k}": v for k, v in vals.items()}), refresh=False)
+
+    return update

@@ -1,0 +1,84 @@
+"""Metric records: the JSON-lines writer, learning-curve plots, progress.
+
+``metrics.jsonl`` holds one JSON object per evaluation::
+
+    {"epoch": 3, "step": 1263, "split": "val", "loss": 0.071, "accuracy": 0.979}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsWriter", "plot_curves", "read_metrics"]
+
+
+class MetricsWriter:
+    """Append evaluation rows to a JSON-lines file, one flushed line each."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def write(self, epoch: int, step: int, split: str, metrics: Mapping[str, float]) -> None:
+        row = {"epoch": int(epoch), "step": int(step), "split": split}
+        row.update({k: float(v) for k, v in metrics.items()})
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drop rows of epochs after ``epoch`` (a resumed run redoes them).
+
+        Rewrites atomically, so a crash here cannot lose the kept rows.
+        """
+        if not self.path.exists():
+            return
+        rows = [r for r in read_metrics(self.path) if r["epoch"] <= epoch]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, self.path)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a ``metrics.jsonl`` (a torn last line from a killed process
+    is skipped)."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def plot_curves(rows: Iterable[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Learning curves (one panel per metric, one line per split) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["split"] in ("train", "val")]
+    names = sorted({k for r in rows for k in r} - {"epoch", "step", "split"})
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4.5 * max(1, len(names)), 3.4),
+                             squeeze=False)
+    for ax, name in zip(axes[0], names, strict=False):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            pts = [(r["epoch"], r[name]) for r in rows if r["split"] == split and name in r]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, style, ms=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        if name == "loss" and all(r.get(name, 1) > 0 for r in rows):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,66 @@
+"""Model families (Flax Linen) and the config-name -> factory registry.
+
+``make(cfg.model, outputs)`` builds the module a config names; the module's
+``init``/``apply`` are pure, so params are plain pytrees that vmap, shard and
+checkpoint like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+
+from jaxdl.config import ModelConfig
+from jaxdl.models.cnn import CNN
+from jaxdl.models.layers import ACTIVATIONS, Conv2D, Dropout
+from jaxdl.models.mlp import MLP
+
+__all__ = ["CNN", "MLP", "ACTIVATIONS", "Conv2D", "Dropout", "REGISTRY", "make", "mlp_widths"]
+
+
+def mlp_widths(cfg: ModelConfig) -> tuple[int, ...]:
+    """Hidden widths of an MLP config: ``widths`` if given, else depth x width."""
+    return tuple(cfg.widths) if cfg.widths is not None else (cfg.width,) * cfg.depth
+
+
+def conv_impl(cfg: ModelConfig, backend: str | None = None) -> str:
+    """The convolution lowering for a backend: ``auto`` is im2col on CPU
+    (measured faster there, benchmarks/conv_lowering.py) and XLA's own
+    convolution elsewhere (cuDNN / TPU convolutions)."""
+    if cfg.conv != "auto":
+        return cfg.conv
+    return "im2col" if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
+def _make_mlp(cfg: ModelConfig, outputs: int, backend: str | None) -> nn.Module:
+    return MLP(widths=mlp_widths(cfg), outputs=outputs, activation=cfg.activation,
+               dropout=cfg.dropout > 0)
+
+
+def _make_cnn(cfg: ModelConfig, outputs: int, backend: str | None) -> nn.Module:
+    return CNN(channels=tuple(cfg.channels), outputs=outputs, kernel=cfg.kernel, pool=cfg.pool,
+               dense=tuple(cfg.dense), activation=cfg.activation, batch_norm=cfg.batch_norm,
+               dropout=cfg.dropout > 0, conv=conv_impl(cfg, backend))
+
+
+REGISTRY: dict[str, Callable[[ModelConfig, int, str | None], nn.Module]] = {
+    "mlp": _make_mlp,
+    "cnn": _make_cnn,
+}
+
+
+def make(cfg: ModelConfig, outputs: int, backend: str | None = None) -> nn.Module:
+    """The Flax module described by ``cfg`` with ``outputs`` output units.
+
+    Args:
+      cfg: the model section of a config.
+      outputs: classes, or 1 for binary classification / scalar regression.
+      backend: ``"cpu"``, ``"gpu"``, ``"tpu"``; default: JAX's default backend.
+    """
+    try:
+        factory = REGISTRY[cfg.name]
+    except KeyError:
+        raise ValueError(f"unknown model {cfg.name!r}; valid: {', '.join(REGISTRY)}") from None
+    return factory(cfg, outputs, backend)

@@ -1,0 +1,29 @@
+"""Test set-up: 4 host CPU devices (before JAX is imported) so sharding code
+runs on CPU, and no writes outside tmp directories."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=4"
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def mnist_dir() -> Path:
+    """The data directory holding mnist/*.gz (skip when there is none)."""
+    d = os.environ.get("JAXDL_DATA_DIR")
+    if not d or not (Path(d) / "mnist" / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("JAXDL_DATA_DIR with mnist/ not set")
+    return Path(d)
