@@ -6,6 +6,12 @@ epoch number and holds two items: ``state`` (the whole
 the loop's bookkeeping, so a resumed run continues exactly where the
 checkpoint left off).
 
+"Best" is decided by the training loop (monitor, mode, min_delta), not
+re-derived by Orbax from raw metric values: each save carries a rank, the
+epoch number when it was a new best and -1 otherwise, and Orbax keeps the
+highest rank. Ties (two epochs with the same validation accuracy) thus
+resolve exactly as early stopping resolved them.
+
 Retention uses a preservation policy rather than ``max_to_keep``: with
 ``best_fn`` and ``max_to_keep=2`` Orbax can delete the *latest* checkpoint
 when it is not among the best, and resume would go back in time
@@ -16,6 +22,8 @@ checkpoint stays intact.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,45 +35,52 @@ from jaxdl.errors import CheckpointError
 
 __all__ = ["Checkpointer"]
 
+_RANK = "best_rank"
+
 
 class Checkpointer:
     """Save and restore the checkpoints of one run.
 
     Args:
       directory: ``<run dir>/checkpoints`` (created on first save).
-      monitor: metric name in the ``metrics`` passed to :meth:`save` that
-        ranks checkpoints (e.g. ``"val_loss"``).
-      mode: ``"min"`` or ``"max"``: which direction is better.
       read_only: open an existing directory for restoring only.
     """
 
-    def __init__(self, directory: str | Path, *, monitor: str, mode: str,
-                 read_only: bool = False):
+    def __init__(self, directory: str | Path, *, read_only: bool = False):
         self.directory = Path(directory).absolute()
-        self.monitor, self.mode = monitor, mode
-        get = lambda metrics: metrics[monitor]  # noqa: E731
+        rank = lambda metrics: metrics[_RANK]  # noqa: E731
         options = ocp.CheckpointManagerOptions(
-            best_fn=get,
-            best_mode=mode,
+            best_fn=rank,
+            best_mode="max",
             preservation_policy=policies.AnyPreservationPolicy([
                 policies.LatestN(1),
-                # reverse=True keeps the lowest values.
-                policies.BestN(get_metric_fn=get, reverse=(mode == "min"), n=1),
+                policies.BestN(get_metric_fn=rank, reverse=False, n=1),
             ]),
             create=not read_only,
             read_only=read_only,
             cleanup_tmp_directories=not read_only,
         )
-        self._mgr = ocp.CheckpointManager(self.directory, options=options)
+        with _quiet_absl():
+            self._mgr = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, epoch: int, state: Any, meta: dict[str, Any],
-             metrics: dict[str, float]) -> None:
-        """Write epoch ``epoch``'s checkpoint (asynchronously; atomic)."""
+             metrics: dict[str, float], *, is_best: bool) -> None:
+        """Write epoch ``epoch``'s checkpoint (asynchronously; atomic).
+
+        Args:
+          epoch: the checkpoint's step number.
+          state: the train state pytree.
+          meta: JSON-serialisable bookkeeping, restored beside the state.
+          metrics: the epoch's metrics (stored for reference).
+          is_best: whether the loop judged this epoch a new best.
+        """
+        ranked = {k: float(v) for k, v in metrics.items()}
+        ranked[_RANK] = float(epoch if is_best else -1)
         self._mgr.save(
             epoch,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                     meta=ocp.args.JsonSave(meta)),
-            metrics={k: float(v) for k, v in metrics.items()},
+            metrics=ranked,
             force=True,
         )
 
@@ -111,3 +126,16 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """Orbax warns through absl that a read-only manager will not save;
+    that is the point of opening it read-only."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -246,13 +246,16 @@ def from_dict(tree: Mapping[str, Any], source: str = "<dict>") -> Config:
       ConfigError: listing every unknown key, wrong type and bad value.
     """
     problems: list[str] = []
-    cfg = _build(Config, tree, "", problems)
+    construct = _build(Config, tree, "", problems)
+    try:
+        # Built even when keys were unknown or mistyped (those fall back to
+        # defaults), so one error lists the range problems too.
+        cfg = construct()
+    except ConfigError as e:
+        problems += e.problems
     if problems:
         raise ConfigError(problems, source)
-    try:
-        return cfg()
-    except ConfigError as e:
-        raise ConfigError(e.problems, source) from None
+    return cfg
 
 
 def load(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:

@@ -219,8 +219,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     state = new_state(cfg, engine, dataset)
     ckpt = None
     if cfg.checkpoint.enabled:
-        ckpt = Checkpointer(run_dir / "checkpoints", monitor=cfg.train.monitor,
-                            mode=cfg.train.mode)
+        ckpt = Checkpointer(run_dir / "checkpoints")
     writer = MetricsWriter(run_dir / "metrics.jsonl")
     loop = LoopState()
     if resume and ckpt is not None and ckpt.latest_epoch() is not None:
@@ -367,8 +366,7 @@ def restore(run_dir: str | Path, which: str = "best", *,
         raise CheckpointError(f"{run_dir} has no checkpoints (checkpoint.enabled was false?)")
     dataset = data_lib.load(cfg.data, cfg.seed)
     engine = build_engine(cfg, dataset)
-    with Checkpointer(ckpt_dir, monitor=cfg.train.monitor, mode=cfg.train.mode,
-                      read_only=True) as ckpt:
+    with Checkpointer(ckpt_dir, read_only=True) as ckpt:
         epoch = ckpt.best_epoch() if which == "best" else ckpt.latest_epoch()
         if epoch is None:
             raise CheckpointError(f"{ckpt_dir} holds no finished checkpoint")

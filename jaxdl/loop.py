@@ -158,7 +158,7 @@ def fit(cfg: Config, engine: Engine, state: TrainState, train_xy: tuple[jax.Arra
         last_epoch = epoch == tc.epochs or stop_early or stop_asked
         if checkpointer is not None and (is_best or last_epoch
                                          or epoch % cfg.checkpoint.every == 0):
-            checkpointer.save(epoch, state, loop.to_meta(), metrics)
+            checkpointer.save(epoch, state, loop.to_meta(), metrics, is_best=is_best)
         if not progress:
             log(f"epoch {epoch}/{tc.epochs}  {_fmt(metrics)}")
         if stop_early:
