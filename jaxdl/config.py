@@ -29,7 +29,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -88,9 +88,34 @@ def _field(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
     return dataclasses.field(default=default, metadata=meta)
 
 
+class _Section:
+    """Coerces field values to their annotated types on construction (an
+    int for a float field becomes a float, a list a tuple), so configs built
+    in code compare, fingerprint and inject exactly like loaded ones."""
+
+    _key: ClassVar[str] = ""
+
+    def __post_init__(self):
+        problems = []
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            value, tp = getattr(self, f.name), hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                continue
+            ok, coerced = _coerce(value, tp)
+            if not ok:
+                problems.append(f"{self._key}{f.name}: expected {_type_name(tp)}, got {value!r}")
+            elif coerced is not value:
+                object.__setattr__(self, f.name, coerced)
+        if problems:
+            raise ConfigError(problems)
+
+
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
     """Which dataset, and how it is split and normalised."""
+
+    _key: ClassVar[str] = "data."
 
     name: str = _field("mnist", "dataset name", choices=DATASETS)
     dir: str | None = _field(
@@ -116,8 +141,10 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """Architecture. Fields a family does not use are ignored by it."""
+
+    _key: ClassVar[str] = "model."
 
     name: str = _field("mlp", "model family", choices=MODELS)
     depth: int = _field(2, "mlp: hidden layers (0 = linear/logistic regression)", lo=0)
@@ -139,9 +166,11 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Section):
     """Optimizer, schedule and clipping. Numeric values are injected
     hyperparameters: changing them never recompiles."""
+
+    _key: ClassVar[str] = "optim."
 
     name: str = _field("adam", "optimizer", choices=OPTIMIZERS)
     learning_rate: float = _field(1e-3, "peak learning rate", lo=0.0, lo_open=True)
@@ -152,7 +181,7 @@ class OptimConfig:
     eps: float = _field(1e-8, "adam(w) / rmsprop: denominator epsilon", lo=0.0, lo_open=True)
     decay: float = _field(0.9, "rmsprop: squared-gradient decay", lo=0.0, hi=1.0, hi_open=True)
     weight_decay: float = _field(
-        0.0, "decoupled weight decay (adamw default 1e-4 when left at 0)", lo=0.0)
+        0.0, "weight decay: coupled L2 in the gradient (decoupled for adamw)", lo=0.0)
     schedule: str = _field("constant", "learning-rate schedule", choices=SCHEDULES)
     warmup_epochs: float = _field(0.0, "warmup_cosine: linear warmup length in epochs", lo=0.0)
     decay_rate: float = _field(0.5, "exponential: multiplier per epoch", lo=0.0, hi=1.0,
@@ -163,8 +192,10 @@ class OptimConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     """The training loop."""
+
+    _key: ClassVar[str] = "train."
 
     epochs: int = _field(10, "number of epochs", lo=1)
     batch_size: int = _field(128, "examples per step", lo=1)
@@ -180,20 +211,22 @@ class TrainConfig:
     min_delta: float = _field(0.0, "early stopping: smallest change that counts", lo=0.0)
     steps_per_call: int | None = _field(
         None, "train steps per compiled call: null = measured choice per model and backend "
-        "(whole epoch in one lax.scan for dense models, 1 for convolutions on CPU)", lo=1)
+        "(the whole epoch in one lax.scan, except XLA convolutions on CPU: 1)", lo=1)
     progress: bool = _field(True, "show a progress bar")
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckpointConfig:
+class CheckpointConfig(_Section):
     """Orbax checkpoints in <run dir>/checkpoints."""
+
+    _key: ClassVar[str] = "checkpoint."
 
     enabled: bool = _field(True, "write checkpoints")
     every: int = _field(1, "save every N epochs (and at the end, and on a new best)", lo=1)
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(_Section):
     """A whole experiment. Build with :func:`load` or :func:`from_dict`."""
 
     name: str = _field("experiment", "experiment name (names the run directory)")
@@ -205,6 +238,7 @@ class Config:
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
 
     def __post_init__(self):
+        super().__post_init__()
         problems = _check(self, "")
         if not problems:
             problems = _cross_check(self)
@@ -366,7 +400,9 @@ def _build(cls, tree: Any, prefix: str, problems: list[str]):
             continue
         value, tp = tree[f.name], hints[f.name]
         if dataclasses.is_dataclass(tp):
-            thunks[f.name] = _build(tp, value, f"{prefix}{f.name}.", problems)
+            # An empty YAML section (`optim:` and nothing under it) is None.
+            thunks[f.name] = _build(tp, {} if value is None else value, f"{prefix}{f.name}.",
+                                    problems)
             continue
         ok, coerced = _coerce(value, tp)
         if not ok:
@@ -533,11 +569,17 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> list[str]:
             return [f"{dotted}: no such key{hint}; keys of {where}: {', '.join(names)}"]
         tp = _hints(cls)[part]
         if i == len(parts) - 1:
-            if dataclasses.is_dataclass(tp) and not isinstance(value, Mapping):
+            if not dataclasses.is_dataclass(tp):
+                node[part] = value
+                return []
+            if not isinstance(value, Mapping):
                 return [f"{dotted}: is a section; set one of its keys, e.g. {dotted}."
                         f"{_field_names(tp)[0]}=..."]
-            node[part] = value
-            return []
+            # A mapping for a section updates the keys it names, keeping the rest.
+            problems = []
+            for key, sub in value.items():
+                problems += _set_dotted(tree, f"{dotted}.{key}", sub)
+            return problems
         if not dataclasses.is_dataclass(tp):
             return [f"{dotted}: {'.'.join(parts[:i + 1])} is not a section"]
         child = node.get(part)

@@ -100,7 +100,8 @@ def build_engine(cfg: Config, dataset: data_lib.Dataset) -> Engine:
         steps = max(1, n_train // cfg.train.batch_size)
         model = models.make(cfg.model, dataset.outputs, backend)
         tx = optim.make(cfg.optim, steps, cfg.train.epochs)
-        spc = cfg.train.steps_per_call or default_steps_per_call(cfg.model.name, backend, steps)
+        spc = cfg.train.steps_per_call or default_steps_per_call(
+            cfg.model.name, backend, steps, models.conv_impl(cfg.model, backend))
         engine = Engine(model, tx, Task(dataset.task, cfg.train.loss),
                         batch_size=cfg.train.batch_size, n_train=n_train, steps_per_call=spc,
                         eval_batch_size=cfg.train.eval_batch_size, use_l2=cfg.train.l2 > 0,
@@ -260,7 +261,6 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         plot_curves(rows, run_dir / "curves.png", title=f"{cfg.name} ({result.status})")
     wall = time.perf_counter() - t_start
     compile_s = engine.compile_seconds - compile_before
-    epochs_here = max(1, len([r for r in rows if r["split"] == "train"]))
     summary = {
         "status": result.status,
         "reason": result.reason,
@@ -275,7 +275,8 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         "wall_seconds": round(wall, 3),
         "compile_seconds": round(compile_s, 3),
         "train_seconds": round(loop.train_seconds, 3),
-        "seconds_per_epoch": round(loop.train_seconds / epochs_here, 4),
+        "eval_seconds": round(loop.eval_seconds, 3),
+        "seconds_per_epoch": round(loop.train_seconds / max(1, loop.epoch), 4),
         "steps_per_second": round(loop.steps / max(loop.train_seconds, 1e-9), 2),
         "run_dir": str(run_dir),
     }

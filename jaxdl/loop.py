@@ -41,6 +41,7 @@ class LoopState:
     best_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     last_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     train_seconds: float = 0.0
+    eval_seconds: float = 0.0
     steps: int = 0
 
     def to_meta(self) -> dict[str, Any]:
@@ -119,10 +120,12 @@ def fit(cfg: Config, engine: Engine, state: TrainState, train_xy: tuple[jax.Arra
         state, train_m = engine.train_epoch(
             state, x, y, shuffle_key, keys["dropout"],
             on_chunk=_bar_updater(bar, engine) if bar is not None else None)
+        t1 = time.perf_counter()
         metrics = {f"train_{k}": v for k, v in train_m.items()}
         for split, data in eval_splits.items():
             metrics.update({f"{split}_{k}": v for k, v in engine.evaluate(state, data).items()})
-        loop.train_seconds += time.perf_counter() - t0
+        loop.train_seconds += t1 - t0
+        loop.eval_seconds += time.perf_counter() - t1
         loop.steps += engine.steps_per_epoch
         loop.epoch = epoch
         loop.last_metrics = metrics

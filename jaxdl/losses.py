@@ -29,7 +29,9 @@ def weighted_mean(values: jax.Array, weights: jax.Array | None = None) -> jax.Ar
     if weights is None:
         return jnp.mean(values)
     weights = weights.astype(jnp.float32)
-    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+    total = jnp.sum(weights)
+    # An all-padding batch (total 0) gives 0 rather than NaN.
+    return jnp.sum(values * weights) / jnp.where(total > 0, total, 1.0)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
@@ -64,6 +66,10 @@ def mse(predictions: jax.Array, targets: jax.Array,
     Args:
       predictions, targets: ``[batch, ...]`` of the same shape.
     """
+    if predictions.shape != targets.shape:
+        # Broadcasting [B, 1] against [B] would silently give a [B, B] error.
+        raise ValueError(f"mse: predictions {predictions.shape} and targets {targets.shape} "
+                         "must have the same shape")
     err = jnp.square(predictions.astype(jnp.float32) - targets.astype(jnp.float32))
     per_example = jnp.mean(jnp.reshape(err, (err.shape[0], -1)), axis=-1)
     return weighted_mean(per_example, weights)

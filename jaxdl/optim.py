@@ -49,7 +49,7 @@ def make(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> optax.GradientT
 
 def hyperparams(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> dict[str, float]:
     """The injected numeric hyperparameters of ``cfg`` (name -> value)."""
-    return dict(
+    values = dict(
         learning_rate=cfg.learning_rate,
         momentum=cfg.momentum,
         b1=cfg.b1,
@@ -58,12 +58,15 @@ def hyperparams(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> dict[str
         decay=cfg.decay,
         weight_decay=cfg.weight_decay,
         clip_norm=cfg.clip_norm if cfg.clip_norm is not None else 0.0,
-        warmup_steps=float(cfg.warmup_epochs * steps_per_epoch),
-        total_steps=float(max(1, epochs * steps_per_epoch)),
-        steps_per_epoch=float(max(1, steps_per_epoch)),
+        warmup_steps=cfg.warmup_epochs * steps_per_epoch,
+        total_steps=max(1, epochs * steps_per_epoch),
+        steps_per_epoch=max(1, steps_per_epoch),
         decay_rate=cfg.decay_rate,
         min_lr_ratio=cfg.min_lr_ratio,
     )
+    # Always floats: an int here would inject an int32 array that silently
+    # truncates later values and cannot stack with other trials' states.
+    return {k: float(v) for k, v in values.items()}
 
 
 def set_hyperparams(opt_state: Any, values: Mapping[str, float]) -> Any:

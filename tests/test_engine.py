@@ -138,8 +138,9 @@ def test_batch_larger_than_dataset_is_a_clear_error():
 
 def test_default_steps_per_call_policy():
     assert default_steps_per_call("mlp", "cpu", 421) == 421
-    assert default_steps_per_call("cnn", "cpu", 421) == 1
-    assert default_steps_per_call("cnn", "gpu", 421) == 421
+    assert default_steps_per_call("cnn", "cpu", 421, conv="xla") == 1
+    assert default_steps_per_call("cnn", "cpu", 421, conv="im2col") == 421
+    assert default_steps_per_call("cnn", "gpu", 421, conv="xla") == 421
 
 
 def test_new_state_injects_this_configs_hyperparameters():

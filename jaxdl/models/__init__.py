@@ -17,7 +17,8 @@ from jaxdl.models.cnn import CNN
 from jaxdl.models.layers import ACTIVATIONS, Conv2D, Dropout
 from jaxdl.models.mlp import MLP
 
-__all__ = ["CNN", "MLP", "ACTIVATIONS", "Conv2D", "Dropout", "REGISTRY", "make", "mlp_widths"]
+__all__ = ["ACTIVATIONS", "CNN", "MLP", "REGISTRY", "Conv2D", "Dropout", "conv_impl", "make",
+           "mlp_widths"]
 
 
 def mlp_widths(cfg: ModelConfig) -> tuple[int, ...]:
@@ -27,7 +28,7 @@ def mlp_widths(cfg: ModelConfig) -> tuple[int, ...]:
 
 def conv_impl(cfg: ModelConfig, backend: str | None = None) -> str:
     """The convolution lowering for a backend: ``auto`` is im2col on CPU
-    (measured faster there, benchmarks/conv_lowering.py) and XLA's own
+    (measured faster there, benchmarks/engine_modes.py) and XLA's own
     convolution elsewhere (cuDNN / TPU convolutions)."""
     if cfg.conv != "auto":
         return cfg.conv

@@ -66,7 +66,7 @@ class Conv2D(nn.Module):
         the k*k shifted views of the padded input and does one matmul. On XLA
         CPU the convolution's backward pass is off the fast path, while the
         matmul and the slicing transpose to matmuls, pads and adds, which are
-        on it (see benchmarks/conv_lowering.py for the measurement).
+        on it (benchmarks/engine_modes.py measures both).
     """
 
     features: int
