@@ -169,7 +169,9 @@ def jaxdl_runner(model: str, dataset: Any, args: argparse.Namespace,
     x = jnp.asarray(dataset.train.x)
     y = jnp.asarray(dataset.train.y)
     keys = run_keys(cfg.seed)
-    auto = default_steps_per_call(cfg.model.name, jax.default_backend(), engine.steps_per_epoch)
+    backend = jax.default_backend()
+    auto = default_steps_per_call(cfg.model.name, backend, engine.steps_per_epoch,
+                                  jaxdl.models.conv_impl(cfg.model, backend))
     variant = f"steps_per_call={engine.steps_per_call}"
     if steps_per_call is None:
         variant += " (auto)"

@@ -1,0 +1,40 @@
+"""The README's code examples run as written."""
+
+import re
+
+import pytest
+
+from jaxdl import config
+from tests.conftest import REPO
+
+
+def python_blocks():
+    text = (REPO / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def test_readme_pieces_example_runs(mnist_dir, capsys):
+    block = next(b for b in python_blocks() if "make_train_step" in b)
+    cfg = config.load(REPO / "experiments" / "mnist_mlp.yaml",
+                      ["data.train_limit=1280", "model.width=32"])
+    scope = {"cfg": cfg}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert int(scope["state"].step) == 10
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "loss" in out
+
+
+def test_readme_one_call_example_runs(mnist_dir, tmp_path, monkeypatch):
+    block = next(b for b in python_blocks() if "jaxdl.run(cfg" in b)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").mkdir()
+    src = (REPO / "experiments" / "mnist_mlp.yaml").read_text()
+    # The same example on a small slice of MNIST, so it runs in seconds.
+    src = src.replace("  val_fraction: 0.1", "  val_fraction: 0.1\n  train_limit: 2000")
+    (tmp_path / "experiments" / "mnist_mlp.yaml").write_text(src)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["result"].status == "completed"
+    assert scope["metrics"]["test"]["accuracy"] == pytest.approx(
+        scope["result"].best["test"]["accuracy"])
+    assert scope["logits"].shape == (10000, 10)
