@@ -82,7 +82,7 @@ def _shape_key(cfg: Config, dataset: data_lib.Dataset, backend: str) -> tuple:
     model["dropout"] = cfg.model.dropout > 0
     return (
         json.dumps(model, sort_keys=True),
-        (cfg.optim.name, cfg.optim.schedule, cfg.optim.clip_norm is not None),
+        optim.structure_key(cfg.optim),
         (dataset.task, cfg.train.loss, dataset.outputs, dataset.input_shape, len(dataset.train)),
         (cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.steps_per_call,
          cfg.train.l2 > 0),

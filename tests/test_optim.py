@@ -307,7 +307,7 @@ def test_set_hyperparams_after_int_valued_config():
 
 
 def test_no_recompile_for_other_hyperparameters():
-    cfg = OptimConfig(name="momentum", learning_rate=0.1, momentum=0.9, weight_decay=0.0,
+    cfg = OptimConfig(name="momentum", learning_rate=0.1, momentum=0.9, weight_decay=0.001,
                       schedule="cosine")
     tx = optim.make(cfg, 5, 2)
     traces = []
@@ -334,9 +334,17 @@ def test_no_recompile_for_other_hyperparameters():
     # ...and the numbers did change: lr 0.1 vs 0.01 on the first step
     np.testing.assert_allclose(np.asarray(results[1]) - P0, (np.asarray(results[0]) - P0) / 10,
                                rtol=1e-4, atol=1e-7)
-    # wd 0.1 adds 0.01 * p to the first update
-    np.testing.assert_allclose(np.asarray(results[2]) - np.asarray(results[0]), -0.01 * P0,
+    # wd 0.1 instead of 0.001 adds lr * 0.099 * p to the first update
+    np.testing.assert_allclose(np.asarray(results[2]) - np.asarray(results[0]), -0.0099 * P0,
                                rtol=1e-5, atol=1e-7)
+
+
+def test_weight_decay_on_or_off_is_structure():
+    on = optim.structure_key(OptimConfig(weight_decay=0.1))
+    assert optim.structure_key(OptimConfig(weight_decay=0.3)) == on
+    assert optim.structure_key(OptimConfig(weight_decay=0.0)) != on
+    assert optim.structure_key(OptimConfig(learning_rate=0.5)) == optim.structure_key(
+        OptimConfig())
 
 
 def test_states_with_different_hyperparameters_stack_and_vmap():
