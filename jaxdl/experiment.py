@@ -35,7 +35,7 @@ from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config
 from jaxdl.errors import CheckpointError
 from jaxdl.loop import LoopState, Reporter, fit, run_keys
-from jaxdl.metrics import MetricsWriter, plot_curves, read_metrics
+from jaxdl.metrics import MetricsWriter, json_safe, plot_curves, read_metrics
 
 __all__ = ["Restored", "RunResult", "build_engine", "default_run_dir", "evaluate", "new_state",
            "restore", "run"]
@@ -137,7 +137,7 @@ def _versions() -> dict[str, str]:
 
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
 
 
@@ -149,6 +149,10 @@ def _prepare_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
         raise CheckpointError(
             f"{run_dir} already holds a run; pass --resume (resume=True) to continue it, "
             "or choose another --workdir")
+    if resume and holds_run and not cfg.checkpoint.enabled:
+        raise CheckpointError(
+            f"cannot resume {run_dir} with checkpoint.enabled false: there would be no "
+            "checkpoint to continue from, and its record would be overwritten")
     saved = run_dir / "config.yaml"
     if resume and saved.exists():
         old = config_lib.load(saved)

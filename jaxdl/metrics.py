@@ -8,12 +8,25 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsWriter", "plot_curves", "read_metrics"]
+__all__ = ["MetricsWriter", "json_safe", "plot_curves", "read_metrics"]
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None: strict JSON has no NaN, and
+    a diverged run's record must stay readable by any JSON parser."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 class MetricsWriter:
@@ -26,7 +39,7 @@ class MetricsWriter:
         row = {"epoch": int(epoch), "step": int(step), "split": split}
         row.update({k: float(v) for k, v in metrics.items()})
         with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(json_safe(row)) + "\n")
 
     def truncate_after(self, epoch: int) -> None:
         """Drop rows of epochs after ``epoch`` (a resumed run redoes them).
@@ -66,13 +79,14 @@ def plot_curves(rows: Iterable[Mapping[str, Any]], path: str | Path, title: str 
                              squeeze=False)
     for ax, name in zip(axes[0], names, strict=False):
         for split, style in (("train", "-o"), ("val", "-s")):
-            pts = [(r["epoch"], r[name]) for r in rows if r["split"] == split and name in r]
+            pts = [(r["epoch"], r[name]) for r in rows
+                   if r["split"] == split and r.get(name) is not None]
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 ax.plot(xs, ys, style, ms=3, label=split)
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
-        if name == "loss" and all(r.get(name, 1) > 0 for r in rows):
+        if name == "loss" and all((r.get(name) or 1) > 0 for r in rows):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()

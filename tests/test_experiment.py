@@ -156,3 +156,26 @@ def test_mnist_mlp_and_cnn_train_end_to_end(tmp_path, mnist_dir):
         "model.channels=[4,8]", "model.dense=[32]", "optim.learning_rate=0.05"])
     r = jaxdl.run(cnn, workdir=tmp_path / "cnn", quiet=True)
     assert r.final["test"]["accuracy"] > 0.5
+
+
+def test_diverged_record_is_strict_json(tmp_path):
+    cfg = config.load("experiments/linear_regression.yaml", [
+        "optim.learning_rate=1e3", "train.epochs=50", "train.progress=false"])
+    r = jaxdl.run(cfg, workdir=tmp_path / "run", quiet=True)
+
+    def reject(token):
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    rows = [json.loads(line, parse_constant=reject)
+            for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss"] is None          # the diverged epoch's NaN/Inf
+    summary = json.loads((r.run_dir / "summary.json").read_text(), parse_constant=reject)
+    assert summary["final"]["train"]["loss"] is None
+
+
+def test_resume_needs_checkpoints(tmp_path):
+    cfg = spiral_cfg(**{"train.epochs": 1})
+    jaxdl.run(cfg, workdir=tmp_path / "run", quiet=True)
+    off = cfg.replace({"checkpoint.enabled": False})
+    with pytest.raises(CheckpointError, match="checkpoint.enabled false"):
+        jaxdl.run(off, workdir=tmp_path / "run", resume=True, quiet=True)

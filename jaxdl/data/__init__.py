@@ -11,6 +11,7 @@ and verified by SHA-256; a corrupt copy is re-fetched, never used.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -53,6 +54,32 @@ class Dataset:
         return {k: v for k, v in out.items() if v is not None}
 
 
+_IDX_CACHE: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def _file_stamp(directory: Path) -> tuple:
+    if not directory.is_dir():
+        return ()
+    return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                 for p in sorted(directory.glob("*.gz")))
+
+
+def _idx_arrays(name: str, data_dir: Path) -> dict[str, np.ndarray]:
+    """IDX arrays, parsed once per process while the files stay unchanged
+    (a sweep runs many trials on the same data). The cached arrays are
+    read-only; every split made from them is a copy."""
+    folder = Path(data_dir) / name
+    key = (name, str(folder.resolve()), _file_stamp(folder))
+    if key[2] and key in _IDX_CACHE:
+        return _IDX_CACHE[key]
+    arrays = idx.load_idx_dataset(name, data_dir)
+    for a in arrays.values():
+        a.setflags(write=False)
+    _IDX_CACHE.clear()
+    _IDX_CACHE[(name, str(folder.resolve()), _file_stamp(folder))] = arrays
+    return arrays
+
+
 def load(cfg: DataConfig, seed: int = 0) -> Dataset:
     """Load, split and normalise the dataset ``cfg`` names.
 
@@ -64,7 +91,7 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
       DataError: a file is missing, corrupt, or cannot be downloaded.
     """
     if cfg.name in IMAGE_DATASETS:
-        arrays = idx.load_idx_dataset(cfg.name, download.default_data_dir(cfg.dir))
+        arrays = _idx_arrays(cfg.name, download.default_data_dir(cfg.dir))
         train = Split(arrays["x_train"], arrays["y_train"].astype(np.int32))
         test = Split(arrays["x_test"], arrays["y_test"].astype(np.int32))
         task, outputs, image = "classification", 10, True

@@ -260,3 +260,30 @@ def test_real_mnist(monkeypatch):
     # Published class counts of MNIST: every digit has between 5421 and 6742 training images.
     assert train_hist.min() == 5421 and train_hist.max() == 6742
     assert test_hist.min() == 892 and test_hist.max() == 1135
+
+
+def test_dataset_arrays_are_parsed_once_per_process(tmp_path, monkeypatch):
+    """jaxdl.data.load reuses parsed IDX arrays while the files are unchanged."""
+    from jaxdl import data as data_lib
+    from jaxdl.config import DataConfig
+
+    calls = []
+    fake = {"x_train": np.zeros((50, 28, 28), np.uint8), "y_train": np.arange(50) % 10,
+            "x_test": np.zeros((20, 28, 28), np.uint8), "y_test": np.arange(20) % 10}
+
+    def loader(name, data_dir):
+        calls.append(name)
+        return {k: v.copy() for k, v in fake.items()}
+
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"x")
+    monkeypatch.setattr(data_lib.idx, "load_idx_dataset", loader)
+    cfg = DataConfig(name="mnist", dir=str(tmp_path), val_fraction=0.2)
+    a = data_lib.load(cfg)
+    b = data_lib.load(cfg, seed=1)
+    assert calls == ["mnist"]
+    assert len(a.train) == len(b.train) == 40
+    # A changed file is read again.
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"xy")
+    data_lib.load(cfg)
+    assert calls == ["mnist", "mnist"]
