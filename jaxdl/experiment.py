@@ -79,13 +79,12 @@ def _shape_key(cfg: Config, dataset: data_lib.Dataset, backend: str) -> tuple:
     *values* (learning rate, momentum, dropout rate, L2, weight decay, seed,
     epochs) are left out: they are data."""
     model = config_lib.to_dict(cfg.model)
-    model["dropout"] = cfg.model.dropout > 0
+    del model["dropout"]   # a rate: data in the state
     return (
         json.dumps(model, sort_keys=True),
         optim.structure_key(cfg.optim),
         (dataset.task, cfg.train.loss, dataset.outputs, dataset.input_shape, len(dataset.train)),
-        (cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.steps_per_call,
-         cfg.train.l2 > 0),
+        (cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.steps_per_call),
         backend,
     )
 
@@ -104,8 +103,7 @@ def build_engine(cfg: Config, dataset: data_lib.Dataset) -> Engine:
             cfg.model.name, backend, steps, models.conv_impl(cfg.model, backend))
         engine = Engine(model, tx, Task(dataset.task, cfg.train.loss),
                         batch_size=cfg.train.batch_size, n_train=n_train, steps_per_call=spc,
-                        eval_batch_size=cfg.train.eval_batch_size, use_l2=cfg.train.l2 > 0,
-                        scan_eval=spc > 1)
+                        eval_batch_size=cfg.train.eval_batch_size, scan_eval=spc > 1)
         _ENGINES[key] = engine
     return engine
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import numpy as np
 
 from jaxdl.algorithms.supervised import Engine, EvalSplit, TrainState
 from jaxdl.checkpoint import Checkpointer
@@ -113,13 +113,15 @@ def fit(cfg: Config, engine: Engine, state: TrainState, train_xy: tuple[jax.Arra
     best_state = None
     status, reason = "completed", f"trained {tc.epochs} epochs"
     x, y = train_xy
+    # Compile before the clock and the progress bar start.
+    engine.compile(state, x, y, keys["shuffle"], keys["dropout"], eval_splits, progress=progress)
     for epoch in range(loop.epoch + 1, tc.epochs + 1):
         bar = _progress_bar(epoch, tc.epochs, engine.steps_per_epoch) if progress else None
         t0 = time.perf_counter()
         shuffle_key = jax.random.fold_in(keys["shuffle"], epoch)
         state, train_m = engine.train_epoch(
             state, x, y, shuffle_key, keys["dropout"],
-            on_chunk=_bar_updater(bar, engine) if bar is not None else None)
+            on_progress=_bar_updater(bar) if bar is not None else None)
         t1 = time.perf_counter()
         metrics = {f"train_{k}": v for k, v in train_m.items()}
         for split, data in eval_splits.items():
@@ -193,18 +195,19 @@ def _progress_bar(epoch: int, epochs: int, steps: int):
                 dynamic_ncols=True, mininterval=0.25)
 
 
-def _bar_updater(bar, engine: Engine):
-    last = {"done": 0, "t": 0.0}
+def _bar_updater(bar):
+    lock = threading.Lock()
+    shown = {"done": 0}
 
-    def update(done: int, chunk_metrics: Mapping[str, jax.Array]) -> None:
-        bar.update(done - last["done"])
-        last["done"] = done
-        now = time.perf_counter()
-        # Reading a metric waits for the device; do it a few times a second
-        # at most so dispatch stays ahead of execution.
-        if now - last["t"] > 0.25 or done == engine.steps_per_epoch:
-            last["t"] = now
-            vals = {k: float(np.asarray(v)[-1]) for k, v in chunk_metrics.items()}
-            bar.set_postfix_str(_fmt({f"train_{k}": v for k, v in vals.items()}), refresh=False)
+    def update(done: int, metrics: Mapping[str, float]) -> None:
+        # Called from the runtime's callback thread during a scan and from
+        # the main thread between compiled calls.
+        with lock:
+            if done <= shown["done"]:
+                return
+            bar.update(done - shown["done"])
+            shown["done"] = done
+            bar.set_postfix_str(_fmt({f"train_{k}": v for k, v in metrics.items()}),
+                                refresh=False)
 
     return update

@@ -2,7 +2,7 @@
 
 ``make(cfg.optim, steps_per_epoch, epochs)`` returns one
 ``optax.GradientTransformation`` per optimizer *structure* (name, schedule
-kind, clipping on/off, weight decay on/off). Every numeric hyperparameter - learning rate,
+kind, clipping on/off). Every numeric hyperparameter - learning rate,
 momentum, betas, weight decay, clip norm, schedule lengths - lives as an
 array in ``opt_state.hyperparams`` (``optax.inject_hyperparams``), so
 
@@ -29,7 +29,7 @@ from jaxdl.config import OptimConfig
 __all__ = ["hyperparams", "learning_rate", "make", "schedule_multiplier", "set_hyperparams",
            "structure_key"]
 
-_STATIC = ("name", "schedule", "clip", "decay_on")
+_STATIC = ("name", "schedule", "clip")
 
 
 def make(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> optax.GradientTransformation:
@@ -112,10 +112,7 @@ def schedule_multiplier(kind: str, step: jax.Array, hp: Mapping[str, jax.Array])
 
 
 def _structure(cfg: OptimConfig) -> dict[str, Any]:
-    # Whether weight decay is applied at all is structure (like dropout on or
-    # off): leaving the op out when it is 0 saves a pass over the params.
-    return dict(name=cfg.name, schedule=cfg.schedule, clip=cfg.clip_norm is not None,
-                decay_on=cfg.weight_decay > 0)
+    return dict(name=cfg.name, schedule=cfg.schedule, clip=cfg.clip_norm is not None)
 
 
 def structure_key(cfg: OptimConfig) -> tuple:
@@ -125,15 +122,14 @@ def structure_key(cfg: OptimConfig) -> tuple:
 
 def _transform(learning_rate, momentum, b1, b2, eps, decay, weight_decay, clip_norm,
                warmup_steps, total_steps, steps_per_epoch, decay_rate, min_lr_ratio,
-               *, name: str, schedule: str, clip: bool,
-               decay_on: bool) -> optax.GradientTransformation:
+               *, name: str, schedule: str, clip: bool) -> optax.GradientTransformation:
     hp = dict(warmup_steps=warmup_steps, total_steps=total_steps,
               steps_per_epoch=steps_per_epoch, decay_rate=decay_rate, min_lr_ratio=min_lr_ratio)
     parts = []
     if clip:
         parts.append(optax.clip_by_global_norm(clip_norm))
-    if decay_on and name != "adamw":
-        parts.append(optax.add_decayed_weights(weight_decay))
+    if name != "adamw":
+        parts.append(_decayed_weights(weight_decay))
     if name == "momentum":
         parts.append(optax.trace(decay=momentum, nesterov=False))
     elif name == "nesterov":
@@ -144,10 +140,26 @@ def _transform(learning_rate, momentum, b1, b2, eps, decay, weight_decay, clip_n
         parts.append(optax.scale_by_adam(b1=b1, b2=b2, eps=eps))
     elif name != "sgd":
         raise ValueError(f"unknown optimizer {name!r}")
-    if decay_on and name == "adamw":
-        parts.append(optax.add_decayed_weights(weight_decay))
+    if name == "adamw":
+        parts.append(_decayed_weights(weight_decay))
     if schedule != "constant":
         parts.append(optax.scale_by_schedule(
             lambda count: schedule_multiplier(schedule, count, hp)))
     parts.append(optax.scale_by_learning_rate(learning_rate))
     return optax.chain(*parts)
+
+
+def _decayed_weights(weight_decay: jax.Array) -> optax.GradientTransformation:
+    """``updates + weight_decay * params``, skipped at run time when the
+    decay is 0 (a ``lax.cond``), so decay on and off share one program."""
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("weight decay needs params: call tx.update(grads, state, params)")
+        decayed = jax.lax.cond(
+            weight_decay > 0,
+            lambda u, p: jax.tree_util.tree_map(lambda a, b: a + weight_decay * b, u, p),
+            lambda u, p: u, updates, params)
+        return decayed, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)

@@ -97,6 +97,26 @@ def test_scanned_epoch_equals_stepwise_epoch():
     assert e_chunk.traces == {"permutation": 1, "train_chunk[7]": 1, "train_chunk[3]": 1}
 
 
+def test_progress_reports_from_inside_a_scanned_epoch_do_not_change_numbers():
+    cfg = spiral_cfg(**{"model.dropout": 0.1})
+    ds, engine, s1 = _setup(cfg)
+    _, _, s2 = _setup(cfg)
+    x, y = jnp.asarray(ds.train.x), jnp.asarray(ds.train.y)
+    keys = run_keys(0)
+    engine.progress_every = 3
+    seen = []
+    s1, m1 = engine.train_epoch(s1, x, y, keys["shuffle"], keys["dropout"],
+                                on_progress=lambda done, m: seen.append((done, sorted(m))))
+    s2, m2 = engine.train_epoch(s2, x, y, keys["shuffle"], keys["dropout"])
+    # Reports at steps 3, 6, 9 from inside the scan, then 10 after the call.
+    assert [d for d, _ in seen] == [3, 6, 9, 10]
+    assert all(names == ["accuracy", "loss"] for _, names in seen)
+    assert m1 == m2
+    for a, b in zip(jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(s2.params),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_no_recompile_across_epochs_and_hyperparameter_values(tmp_path):
     cfg = spiral_cfg(**{"model.dropout": 0.1, "train.epochs": 2, "checkpoint.enabled": False})
     r1 = run(cfg, workdir=tmp_path / "a", quiet=True)

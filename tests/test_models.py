@@ -165,18 +165,30 @@ def test_mlp_dropout_needs_rng_in_train_mode():
     assert out.shape == (2, 2)
 
 
-def test_mlp_without_dropout_config_ignores_rate():
-    model = models.make(ModelConfig(depth=1, width=4, dropout=0.0), 2)
-    assert model.dropout is False
-    x = np.ones((2, 3), np.float32)
+def test_dropout_rate_zero_and_nonzero_share_one_program():
+    # Every factory-built model has dropout layers; the config's rate is data.
+    model = models.make(ModelConfig(depth=1, width=64, dropout=0.0), 2)
+    assert model.dropout is True
+    x = np.ones((8, 3), np.float32)
+    v = model.init(KEY, x)
+    traces = []
 
     @jax.jit
-    def go(key):
-        v = model.init(key, x)
-        return model.apply(v, x), model.apply(v, x, train=True, dropout_rate=0.9)
+    def go(rate):
+        traces.append(1)
+        return model.apply(v, x, train=True, dropout_rate=rate, rngs={"dropout": KEY})
 
-    a, b = go(KEY)
-    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(go(0.0), model.apply(v, x))   # rate 0: identity
+    assert not np.array_equal(go(0.5), model.apply(v, x))
+    assert len(traces) == 1
+
+
+def test_hand_built_mlp_without_dropout_layers_ignores_rate():
+    model = models.MLP(widths=(4,), outputs=2, dropout=False)
+    x = np.ones((2, 3), np.float32)
+    v = model.init(KEY, x)
+    np.testing.assert_array_equal(model.apply(v, x),
+                                  model.apply(v, x, train=True, dropout_rate=0.9))
 
 
 # ------------------------------------------------------------------ CNN

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
@@ -145,9 +145,9 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
     )
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Task, *,
-                    use_l2: bool = True) -> Callable[[TrainState, Batch, jax.Array],
-                                                     tuple[TrainState, dict[str, jax.Array]]]:
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Task
+                    ) -> Callable[[TrainState, Batch, jax.Array],
+                                  tuple[TrainState, dict[str, jax.Array]]]:
     """``train_step(state, (x, y), rng) -> (state, metrics)``, pure.
 
     The dropout key for a step is ``fold_in(rng, state.step)``: pass the same
@@ -170,10 +170,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
                               rngs={"dropout": key}, mutable=["batch_stats"] if has_bn else False)
             outputs, updates = out if has_bn else (out, {})
             data_loss = task.loss_fn(outputs, y)
-            total = data_loss
-            if use_l2:
-                total = total + state.hparams["l2"] * losses.l2_penalty(params)
-            return total, (outputs, data_loss, updates)
+            # Always computed (0 when off), so l2 = 0 and l2 > 0 share one
+            # program; measured cheaper than skipping it with a lax.cond,
+            # which copies the params into the branch.
+            penalty = state.hparams["l2"] * losses.l2_penalty(params)
+            return data_loss + penalty, (outputs, data_loss, updates)
 
         grads, (outputs, data_loss, updates) = jax.grad(loss_of, has_aux=True)(state.params)
         step_updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -243,13 +244,12 @@ class Engine:
       steps_per_call: train steps per compiled call (a divisor is not
         required; a shorter tail call compiles once more).
       eval_batch_size: examples per evaluation step.
-      use_l2: include the L2 term (its coefficient is ``state.hparams["l2"]``).
       scan_eval: evaluate a split in one scanned call (else one call per batch).
     """
 
     def __init__(self, model: nn.Module, tx: optax.GradientTransformation, task: Task, *,
                  batch_size: int, n_train: int, steps_per_call: int, eval_batch_size: int,
-                 use_l2: bool = True, scan_eval: bool = True):
+                 scan_eval: bool = True):
         if n_train < batch_size:
             raise ValueError(f"batch size {batch_size} is larger than the {n_train} training "
                              "examples; lower train.batch_size")
@@ -260,8 +260,12 @@ class Engine:
         self.steps_per_call = max(1, min(steps_per_call, self.steps_per_epoch))
         self.eval_batch_size = eval_batch_size
         self.scan_eval = scan_eval
-        self.train_step = make_train_step(model, tx, task, use_l2=use_l2)
+        self.train_step = make_train_step(model, tx, task)
         self.eval_step = make_eval_step(model, task)
+        # Steps between progress reports from inside a scanned epoch (about
+        # 40 a epoch; a host callback each).
+        self.progress_every = max(1, self.steps_per_epoch // 40)
+        self._listener: Callable[[int, Mapping[str, float]], None] | None = None
         self.traces: dict[str, int] = {}
         # Seconds spent compiling, summed over the engine's life (a cached
         # engine reused by a later run adds nothing).
@@ -278,15 +282,27 @@ class Engine:
         perm = jax.random.permutation(key, self.n_train)
         return perm[: self.steps_per_epoch * self.batch_size].astype(jnp.int32)
 
-    def _chunk_fn(self, length: int):
+    def _chunk_fn(self, length: int, progress: bool):
         b = self.batch_size
 
         def run(state, x, y, perm, start, rng):
-            self._count(f"train_chunk[{length}]")
+            self._count(f"train_chunk[{length}]" + ("+progress" if progress else ""))
 
             def body(state, i):
                 idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * b, b)
-                return self.train_step(state, (x[idx], y[idx]), rng)
+                state, metrics = self.train_step(state, (x[idx], y[idx]), rng)
+                if progress and length > 1:
+                    # Live progress from inside a scanned epoch: a host
+                    # callback every `progress_every` steps. It only reads
+                    # values, so the numbers are those of the program without
+                    # it (tested); but programs with host callbacks are not
+                    # written to the persistent compilation cache, so it is
+                    # compiled in only when a progress bar is showing.
+                    done = start + i + 1
+                    jax.lax.cond(done % self.progress_every == 0,
+                                 lambda: jax.debug.callback(self._progress, done, metrics),
+                                 lambda: None)
+                return state, metrics
 
             if length == 1:
                 state, metrics = body(state, jnp.zeros((), jnp.int32))
@@ -330,8 +346,46 @@ class Engine:
 
     # -- public API
 
+    def _progress(self, done: np.ndarray, metrics: dict[str, np.ndarray]) -> None:
+        listener = self._listener
+        if listener is not None:
+            listener(int(done), {k: float(v) for k, v in metrics.items()})
+
+    def _chunks(self) -> list[int]:
+        """Lengths of the compiled calls that make up one epoch."""
+        full, tail = divmod(self.steps_per_epoch, self.steps_per_call)
+        return [self.steps_per_call] * full + ([tail] if tail else [])
+
+    def compile(self, state: TrainState, x: jax.Array, y: jax.Array, shuffle_key: jax.Array,
+                dropout_key: jax.Array, eval_splits: Mapping[str, EvalSplit] = (), *,
+                progress: bool = False) -> float:
+        """Compile everything an epoch (and evaluation) will call, without
+        running it, so that timings and progress bars exclude compilation.
+
+        Returns:
+          The seconds this call spent compiling (0 when already compiled).
+        """
+        before = self.compile_seconds
+        perm_args = (shuffle_key,)
+        self._get(("permutation",), lambda: self._permutation_fn, perm_args)
+        perm = jax.ShapeDtypeStruct((self.steps_per_epoch * self.batch_size,), jnp.int32)
+        start = jnp.zeros((), jnp.int32)
+        for length in sorted(set(self._chunks())):
+            self._get(("train", length, progress), lambda n=length: self._chunk_fn(n, progress),
+                      (state, x, y, perm, start, dropout_key), donate=(0,))
+        for split in dict(eval_splits).values():
+            if self.scan_eval:
+                self._get(("eval", True), lambda: self._eval_fn(True),
+                          (state, split.x, split.y, split.w))
+            else:
+                eb = self.eval_batch_size
+                self._get(("eval", False), lambda: self._eval_fn(False),
+                          (state, split.x[:eb], split.y[:eb], split.w[:eb]))
+        return self.compile_seconds - before
+
     def train_epoch(self, state: TrainState, x: jax.Array, y: jax.Array, shuffle_key: jax.Array,
-                    dropout_key: jax.Array, on_chunk: Callable[[int, Any], None] | None = None
+                    dropout_key: jax.Array,
+                    on_progress: Callable[[int, Mapping[str, float]], None] | None = None
                     ) -> tuple[TrainState, dict[str, float]]:
         """One epoch over ``x [n, ...]``, ``y [n, ...]`` (on device).
 
@@ -339,8 +393,9 @@ class Engine:
           state: donated; do not reuse the argument.
           shuffle_key: this epoch's permutation key.
           dropout_key: the run's dropout stream (folded with the step).
-          on_chunk: called after each compiled call with (steps done so far,
-            that call's per-step metrics, still on device).
+          on_progress: called with (steps done in this epoch, that step's
+            metrics as floats) every ``progress_every`` steps and after each
+            compiled call; from a runtime thread while a scan runs.
         Returns:
           The new state and the epoch's mean train metrics (host floats;
           NaN when a step diverged).
@@ -348,17 +403,22 @@ class Engine:
         perm = self._get(("permutation",), lambda: self._permutation_fn, (shuffle_key,))(
             shuffle_key)
         done, chunks = 0, []
-        while done < self.steps_per_epoch:
-            length = min(self.steps_per_call, self.steps_per_epoch - done)
-            start = jnp.asarray(done, jnp.int32)
-            args = (state, x, y, perm, start, dropout_key)
-            fn = self._get(("train", length), lambda n=length: self._chunk_fn(n), args,
-                           donate=(0,))
-            state, metrics = fn(*args)
-            chunks.append(metrics)
-            done += length
-            if on_chunk is not None:
-                on_chunk(done, metrics)
+        progress = on_progress is not None
+        self._listener = on_progress
+        try:
+            for length in self._chunks():
+                start = jnp.asarray(done, jnp.int32)
+                args = (state, x, y, perm, start, dropout_key)
+                fn = self._get(("train", length, progress),
+                               lambda n=length: self._chunk_fn(n, progress), args, donate=(0,))
+                state, metrics = fn(*args)
+                chunks.append(metrics)
+                done += length
+                if on_progress is not None:
+                    last = jax.device_get({k: v[-1] for k, v in metrics.items()})
+                    on_progress(done, {k: float(v) for k, v in last.items()})
+        finally:
+            self._listener = None
         stacked = jax.device_get(chunks)
         means = {k: float(np.mean(np.concatenate([np.asarray(c[k]) for c in stacked])))
                  for k in stacked[0]}

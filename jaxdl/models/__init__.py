@@ -36,14 +36,13 @@ def conv_impl(cfg: ModelConfig, backend: str | None = None) -> str:
 
 
 def _make_mlp(cfg: ModelConfig, outputs: int, backend: str | None) -> nn.Module:
-    return MLP(widths=mlp_widths(cfg), outputs=outputs, activation=cfg.activation,
-               dropout=cfg.dropout > 0)
+    return MLP(widths=mlp_widths(cfg), outputs=outputs, activation=cfg.activation)
 
 
 def _make_cnn(cfg: ModelConfig, outputs: int, backend: str | None) -> nn.Module:
     return CNN(channels=tuple(cfg.channels), outputs=outputs, kernel=cfg.kernel, pool=cfg.pool,
                dense=tuple(cfg.dense), activation=cfg.activation, batch_norm=cfg.batch_norm,
-               dropout=cfg.dropout > 0, conv=conv_impl(cfg, backend))
+               conv=conv_impl(cfg, backend))
 
 
 REGISTRY: dict[str, Callable[[ModelConfig, int, str | None], nn.Module]] = {

@@ -29,7 +29,8 @@ class CNN(nn.Module):
       activation: name from :data:`jaxdl.models.layers.ACTIVATIONS`.
       batch_norm: batch normalisation after each convolution (adds the
         ``batch_stats`` collection).
-      dropout: whether dropout follows each hidden dense layer.
+      dropout: whether dropout layers follow the hidden dense layers (the
+        rate is an input to ``__call__``; 0 skips the mask at run time).
       conv: convolution lowering, ``"xla"`` or ``"im2col"`` (see
         :class:`~jaxdl.models.layers.Conv2D`).
 
@@ -48,7 +49,7 @@ class CNN(nn.Module):
     dense: Sequence[int] = (256,)
     activation: str = "relu"
     batch_norm: bool = False
-    dropout: bool = False
+    dropout: bool = True
     conv: str = "xla"
 
     @nn.compact

@@ -34,8 +34,9 @@ class Dropout(nn.Module):
 
     ``flax.linen.Dropout`` fixes the rate at construction, so every rate would
     be a new program. Here the rate is an array passed to ``__call__``: a sweep
-    over dropout, or a vmapped population of trials with different rates,
-    reuses one compiled step.
+    over dropout (0 included), or a vmapped population of trials with
+    different rates, reuses one compiled step. At rate 0 a ``lax.cond`` skips
+    the random mask at run time, so the op costs nothing when unused.
 
     Args (call):
       x: activations, any shape.
@@ -48,9 +49,17 @@ class Dropout(nn.Module):
     def __call__(self, x: jax.Array, rate: jax.Array | float, deterministic: bool) -> jax.Array:
         if deterministic:
             return x
-        keep = 1.0 - jnp.asarray(rate, x.dtype)
-        mask = jax.random.uniform(self.make_rng("dropout"), x.shape) < keep
-        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+        if isinstance(rate, (int, float)) and rate == 0 and not self.has_rng("dropout"):
+            return x   # a plain 0 needs no "dropout" rng
+        rate = jnp.asarray(rate, jnp.float32)
+        key = self.make_rng("dropout")
+
+        def drop(x):
+            keep = (1.0 - rate).astype(x.dtype)
+            mask = jax.random.uniform(key, x.shape) < keep
+            return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+        return jax.lax.cond(rate > 0, drop, lambda x: x, x)
 
 
 class Conv2D(nn.Module):

@@ -21,13 +21,14 @@ class MLP(nn.Module):
       outputs: size of the last (linear) layer: classes, or 1 for binary
         classification and scalar regression.
       activation: name from :data:`jaxdl.models.layers.ACTIVATIONS`.
-      dropout: whether dropout follows each hidden layer; the rate itself is
-        an input to ``__call__`` so it can change without recompiling.
+      dropout: whether dropout layers follow the hidden layers (default
+        yes); the rate is an input to ``__call__``, so any rate, 0 included,
+        runs in the same compiled program.
 
     Call:
       x: ``[batch, ...]`` float; flattened to ``[batch, features]``.
       train: enables dropout (needs a ``"dropout"`` rng).
-      dropout_rate: scalar in [0, 1), used when ``dropout`` is set.
+      dropout_rate: scalar in [0, 1).
     Returns:
       ``[batch, outputs]`` logits / predictions, float32.
     """
@@ -35,7 +36,7 @@ class MLP(nn.Module):
     widths: Sequence[int]
     outputs: int
     activation: str = "relu"
-    dropout: bool = False
+    dropout: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False,
