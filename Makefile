@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
+# --resume: a second `make train` finishes a killed run or reports the finished one.
 train: env
-	$(JAXDL) train experiments/mnist_mlp.yaml
+	$(JAXDL) train experiments/mnist_mlp.yaml --resume
 
 test: env
 	$(PY) -m pytest -q

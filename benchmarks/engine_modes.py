@@ -1,9 +1,10 @@
 """Which execution mode is fastest, per model and backend?
 
 Question answered: for the MNIST MLP and CNN, how long does one training
-step take when the engine runs one step per compiled call versus a whole
-epoch inside one ``lax.scan``, and, for the CNN, with XLA's convolution
-versus the im2col lowering (``model.conv``)? The engine's default
+step take when the engine runs one step per compiled call, chunks of 10
+steps per ``lax.scan``, the whole epoch in one scan, and that scan unrolled
+2x and 4x; and, for the CNN, with XLA's convolution versus the im2col
+lowering (``model.conv``)? The engine's default
 (``default_steps_per_call``, ``models.conv_impl``) is chosen from these
 figures; this script is how to re-check them on another machine or backend.
 
@@ -40,16 +41,18 @@ from jaxdl.loop import run_keys
 BATCH = 128
 
 
-def measure(model: str, conv: str, scan: bool, steps: int, repeats: int) -> dict:
-    """Median seconds per step of one variant."""
+def measure(model: str, conv: str, per_call: int, steps: int, repeats: int,
+            unroll: int = 1) -> dict:
+    """Median seconds per step of one variant (``per_call`` steps per call)."""
     overrides = [f"data.train_limit={steps * BATCH}", "data.val_fraction=0",
                  "train.monitor=train_loss", f"train.batch_size={BATCH}",
-                 f"train.steps_per_call={steps if scan else 1}", "model.dropout=0"]
+                 f"train.steps_per_call={per_call}", "model.dropout=0"]
     if model == "cnn":
         overrides.append(f"model.conv={conv}")
     cfg = config_lib.load(f"experiments/mnist_{model}.yaml", overrides)
     ds = data_lib.load(cfg.data, cfg.seed)
     engine = build_engine(cfg, ds)
+    engine.scan_unroll = unroll
     state = new_state(cfg, engine, ds)
     x, y = jnp.asarray(ds.train.x), jnp.asarray(ds.train.y)
     keys = run_keys(cfg.seed)
@@ -78,17 +81,25 @@ def main() -> None:
     for model in args.models.split(","):
         convs = ("im2col", "xla") if model == "cnn" else ("-",)
         for conv in convs:
-            for scan in (False, True):
-                slow = model == "cnn" and conv == "xla" and scan and backend == "cpu"
-                steps = args.slow_steps if slow else args.steps
-                r = measure(model, conv, scan, steps, args.repeats)
+            slow = model == "cnn" and conv == "xla" and backend == "cpu"
+            # (label, steps per call, unroll): per-step jit, chunked scans,
+            # the whole epoch in one scan, and that scan unrolled by 2 and 4.
+            variants = [("1", 1, 1), ("chunk 10", 10, 1), ("epoch", None, 1),
+                        ("epoch unroll 2", None, 2), ("epoch unroll 4", None, 4)]
+            for label, per_call, unroll in variants:
+                if slow and per_call != 1:
+                    # XLA convolutions in a scan: minutes per epoch; a few steps tell.
+                    if label != "epoch":
+                        continue
+                steps = args.slow_steps if slow and per_call != 1 else args.steps
+                r = measure(model, conv, per_call or steps, steps, args.repeats, unroll)
                 line = {"bench": "engine_modes", "metric": "seconds_per_step",
                         "value": round(r["value"], 5), "unit": "s", "model": model,
-                        "conv": conv, "steps_per_call": "epoch" if scan else 1,
-                        "steps": r["steps"], "batch": BATCH, "device": device,
+                        "conv": conv, "steps_per_call": label, "steps": r["steps"],
+                        "batch": BATCH, "device": device,
                         "compile_seconds": round(r["compile_seconds"], 3)}
                 print(json.dumps(line), flush=True)
-                print(f"{model} conv={conv} {'scan' if scan else 'step'}: "
+                print(f"{model} conv={conv} steps_per_call={label}: "
                       f"{r['value'] * 1e3:.1f} ms/step", file=sys.stderr, flush=True)
 
 

@@ -49,18 +49,18 @@ class Checkpointer:
     def __init__(self, directory: str | Path, *, read_only: bool = False):
         self.directory = Path(directory).absolute()
         rank = lambda metrics: metrics[_RANK]  # noqa: E731
-        options = ocp.CheckpointManagerOptions(
-            best_fn=rank,
-            best_mode="max",
-            preservation_policy=policies.AnyPreservationPolicy([
-                policies.LatestN(1),
-                policies.BestN(get_metric_fn=rank, reverse=False, n=1),
-            ]),
-            create=not read_only,
-            read_only=read_only,
-            cleanup_tmp_directories=not read_only,
-        )
         with _quiet_absl():
+            options = ocp.CheckpointManagerOptions(
+                best_fn=rank,
+                best_mode="max",
+                preservation_policy=policies.AnyPreservationPolicy([
+                    policies.LatestN(1),
+                    policies.BestN(get_metric_fn=rank, reverse=False, n=1),
+                ]),
+                create=not read_only,
+                read_only=read_only,
+                cleanup_tmp_directories=not read_only,
+            )
             self._mgr = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, epoch: int, state: Any, meta: dict[str, Any],

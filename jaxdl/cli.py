@@ -43,7 +43,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # Imported here so `jaxdl --help` answers without loading JAX.
     from jaxdl import compilation_cache, config, experiment
     from jaxdl.errors import JaxdlError
 

@@ -48,11 +48,17 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
+    "DATASET_TASKS",
+    "NOT_FINGERPRINTED",
+    "TASK_LOSSES",
+    "TASK_METRICS",
     "apply_overrides",
     "dump",
     "fingerprint",
     "from_dict",
     "load",
+    "monitor_mode",
+    "split_sizes",
     "to_dict",
 ]
 
@@ -65,10 +71,21 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu", "identity
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
 LOSSES = ("auto", "cross_entropy", "bce", "mse")
+# What each dataset asks of a model, and what fits each task.
+DATASET_TASKS = {"mnist": "classification", "fashion_mnist": "classification",
+                 **{name: "binary" for name in PLAYGROUND_DATASETS}, "linear": "regression"}
+TASK_LOSSES = {
+    "classification": ("auto", "cross_entropy", "mse"),
+    "binary": ("auto", "bce", "cross_entropy", "mse"),
+    "regression": ("auto", "mse"),
+}
+TASK_METRICS = {"classification": ("loss", "accuracy"), "binary": ("loss", "accuracy"),
+                "regression": ("loss",)}
+IMAGE_SPLIT_SIZES = {"train": 60_000, "test": 10_000}   # MNIST and Fashion-MNIST
 # Fields that locate things but do not change a single number of a run; they
 # are left out of the fingerprint so the same experiment on another machine
 # (or with another data directory) has the same identity.
-_NOT_FINGERPRINTED = ("data.dir", "train.progress")
+NOT_FINGERPRINTED = ("data.dir", "train.progress")
 
 
 def _field(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
@@ -204,8 +221,8 @@ class TrainConfig(_Section):
     l2: float = _field(0.0, "L2 penalty coefficient on weights (added to the loss)", lo=0.0)
     monitor: str = _field("val_loss", "metric for early stopping and the best checkpoint "
                           "(<split>_<metric>, e.g. val_accuracy)")
-    mode: str = _field("min", "whether the monitored metric should go down or up",
-                       choices=("min", "max"))
+    mode: str = _field("auto", "whether the monitored metric should go down or up "
+                       "(auto: up for accuracy, down otherwise)", choices=("auto", "min", "max"))
     patience: int | None = _field(None, "early stopping: epochs without improvement "
                                   "(null = never stop early)", lo=1)
     min_delta: float = _field(0.0, "early stopping: smallest change that counts", lo=0.0)
@@ -230,7 +247,8 @@ class Config(_Section):
     """A whole experiment. Build with :func:`load` or :func:`from_dict`."""
 
     name: str = _field("experiment", "experiment name (names the run directory)")
-    seed: int = _field(0, "root of all randomness: init, dropout, shuffling, splits", lo=0)
+    seed: int = _field(0, "root of all randomness: init, dropout, shuffling, splits", lo=0,
+                       hi=2**32 - 1)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
@@ -361,7 +379,7 @@ def fingerprint(cfg: Config) -> str:
     data directory; differs when any other value does.
     """
     tree = to_dict(cfg)
-    for dotted in _NOT_FINGERPRINTED:
+    for dotted in NOT_FINGERPRINTED:
         section, key = dotted.split(".")
         tree[section].pop(key, None)
     blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=repr)
@@ -510,20 +528,67 @@ def _check_value(v: Any, meta: Mapping[str, Any]) -> str | None:
     return None
 
 
+def monitor_mode(train: TrainConfig) -> str:
+    """``train.mode`` with ``auto`` resolved: ``max`` for accuracy, else ``min``."""
+    if train.mode != "auto":
+        return train.mode
+    return "max" if train.monitor.endswith("_accuracy") else "min"
+
+
+def split_sizes(data: DataConfig) -> dict[str, int]:
+    """Examples in each split, as :func:`jaxdl.data.load` will make them
+    (same rounding), without loading anything.
+
+    Raises:
+      ConfigError: a fraction leaves a split empty.
+    """
+    problems = []
+    if data.name in IMAGE_DATASETS:
+        total, test = IMAGE_SPLIT_SIZES["train"], IMAGE_SPLIT_SIZES["test"]
+    else:
+        n = data.n_samples
+        test = int(round(data.test_fraction * n))
+        total = n - test
+        if not 0 < test < n:
+            problems.append(
+                f"data.n_samples: {n} examples with test_fraction {data.test_fraction} leave an "
+                "empty train or test split")
+    val = int(round(data.val_fraction * total)) if data.val_fraction > 0 else 0
+    if data.val_fraction > 0 and not 0 < val < total:
+        problems.append(
+            f"data.val_fraction: {data.val_fraction} of {total} training examples leaves an "
+            "empty train or validation split")
+    if problems:
+        raise ConfigError(problems)
+    train = total - val
+    if data.train_limit is not None:
+        train = min(train, data.train_limit)
+    return {"train": train, "val": val, "test": test}
+
+
 def _cross_check(cfg: Config) -> list[str]:
     """Constraints that involve more than one field."""
     problems = []
+    task = DATASET_TASKS[cfg.data.name]
     split, _, metric = cfg.train.monitor.partition("_")
     if split not in ("train", "val") or not metric:
         problems.append(
             f"train.monitor: must be <split>_<metric> with split train or val "
             f"(e.g. val_loss, val_accuracy), got {cfg.train.monitor!r}")
-    elif metric not in ("loss", "accuracy", "mse"):
-        problems.append(f"train.monitor: unknown metric {metric!r}; valid: loss, accuracy, mse")
+    elif metric not in TASK_METRICS[task]:
+        problems.append(
+            f"train.monitor: {cfg.train.monitor!r} is not measured for {cfg.data.name} "
+            f"({task}); valid metrics: {', '.join(TASK_METRICS[task])}")
     elif split == "val" and cfg.data.val_fraction == 0.0:
         problems.append(
             f"train.monitor: {cfg.train.monitor!r} needs a validation split but "
             "data.val_fraction is 0; monitor train_loss or set data.val_fraction > 0")
+    if cfg.train.loss not in TASK_LOSSES[task]:
+        problems.append(
+            f"train.loss: {cfg.train.loss!r} does not fit {cfg.data.name} ({task}); "
+            f"valid: {', '.join(TASK_LOSSES[task])}")
+    if cfg.data.name in PLAYGROUND_DATASETS and not cfg.data.features:
+        problems.append("data.features: must name at least one feature, e.g. [x1, x2]")
     if cfg.model.name == "cnn" and cfg.data.name not in IMAGE_DATASETS:
         problems.append(
             f"model.name: cnn needs image data ({', '.join(IMAGE_DATASETS)}), "
@@ -534,6 +599,15 @@ def _cross_check(cfg: Config) -> list[str]:
         problems.append(
             f"model.channels: {len(cfg.model.channels)} pooled blocks shrink 28x28 images "
             "below 1 pixel; use at most 4 blocks or pool: none")
+    try:
+        sizes = split_sizes(cfg.data)
+    except ConfigError as e:
+        problems += e.problems
+    else:
+        if cfg.train.batch_size > sizes["train"]:
+            problems.append(
+                f"train.batch_size: {cfg.train.batch_size} is larger than the {sizes['train']} "
+                "training examples; lower it or use more data")
     return problems
 
 

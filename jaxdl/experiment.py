@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,14 +34,17 @@ from jaxdl import models, optim
 from jaxdl.algorithms.supervised import Engine, Task, TrainState, default_steps_per_call, init_state
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config
-from jaxdl.errors import CheckpointError
+from jaxdl.errors import CheckpointError, ConfigError
 from jaxdl.loop import LoopState, Reporter, fit, run_keys
 from jaxdl.metrics import MetricsWriter, json_safe, plot_curves, read_metrics
 
 __all__ = ["Restored", "RunResult", "build_engine", "default_run_dir", "evaluate", "new_state",
-           "restore", "run"]
+           "one_line", "restore", "run"]
 
-_ENGINES: dict[Any, Engine] = {}
+# Compiled engines by shape, most recently used last. Bounded: a sweep over
+# many shapes must not keep every compiled program alive.
+_ENGINES: OrderedDict[Any, Engine] = OrderedDict()
+MAX_CACHED_ENGINES = 8
 
 
 @dataclasses.dataclass
@@ -94,7 +98,9 @@ def build_engine(cfg: Config, dataset: data_lib.Dataset) -> Engine:
     backend = jax.default_backend()
     key = _shape_key(cfg, dataset, backend)
     engine = _ENGINES.get(key)
-    if engine is None:
+    if engine is not None:
+        _ENGINES.move_to_end(key)
+    else:
         n_train = len(dataset.train)
         steps = max(1, n_train // cfg.train.batch_size)
         model = models.make(cfg.model, dataset.outputs, backend)
@@ -105,6 +111,8 @@ def build_engine(cfg: Config, dataset: data_lib.Dataset) -> Engine:
                         batch_size=cfg.train.batch_size, n_train=n_train, steps_per_call=spc,
                         eval_batch_size=cfg.train.eval_batch_size, scan_eval=spc > 1)
         _ENGINES[key] = engine
+        while len(_ENGINES) > MAX_CACHED_ENGINES:
+            _ENGINES.popitem(last=False)
     return engine
 
 
@@ -141,8 +149,10 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def _prepare_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
     ckpt = run_dir / "checkpoints"
-    holds_run = (run_dir / "summary.json").exists() or (
-        ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir()))
+    metrics = run_dir / "metrics.jsonl"
+    holds_run = ((run_dir / "summary.json").exists()
+                 or (metrics.exists() and metrics.stat().st_size > 0)
+                 or (ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir())))
     if holds_run and not resume:
         raise CheckpointError(
             f"{run_dir} already holds a run; pass --resume (resume=True) to continue it, "
@@ -157,7 +167,7 @@ def _prepare_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
         if config_lib.fingerprint(old) != config_lib.fingerprint(cfg):
             a, b = _flat(config_lib.to_dict(old)), _flat(config_lib.to_dict(cfg))
             diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-                    if a.get(k) != b.get(k) and k not in ("data.dir", "train.progress")]
+                    if a.get(k) != b.get(k) and k not in config_lib.NOT_FINGERPRINTED]
             raise CheckpointError(
                 f"cannot resume {run_dir}: its config differs from this one "
                 f"({'; '.join(diff)}); use another --workdir for a new run")
@@ -201,7 +211,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     _prepare_dir(cfg, run_dir, resume)
     if resume and (run_dir / "summary.json").exists():
         summary = json.loads((run_dir / "summary.json").read_text())
-        if summary.get("status") in ("completed", "early_stopped"):
+        if summary.get("status") in ("completed", "early_stopped", "stopped"):
             log(f"{run_dir} already finished ({summary['status']}); nothing to resume")
             return RunResult(summary["status"], run_dir, summary)
 
@@ -210,14 +220,15 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     compile_before = engine.compile_seconds
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.dump(cfg, run_dir / "config.yaml")
-    _write_json(run_dir / "run.json", {
-        "name": cfg.name, "fingerprint": config_lib.fingerprint(cfg), "seed": cfg.seed,
-        "versions": _versions(), "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()], "command": sys.argv,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "steps_per_epoch": engine.steps_per_epoch, "steps_per_call": engine.steps_per_call,
-        "normalizer": dataset.normalizer.to_dict(),
-    })
+    if not (resume and (run_dir / "run.json").exists()):   # a resume keeps the original
+        _write_json(run_dir / "run.json", {
+            "name": cfg.name, "fingerprint": config_lib.fingerprint(cfg), "seed": cfg.seed,
+            "versions": _versions(), "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()], "command": sys.argv,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "steps_per_epoch": engine.steps_per_epoch, "steps_per_call": engine.steps_per_call,
+            "normalizer": dataset.normalizer.to_dict(),
+        })
 
     state = new_state(cfg, engine, dataset)
     ckpt = None
@@ -271,7 +282,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         "epochs": loop.epoch,
         "best_epoch": loop.best_epoch,
         "monitor": cfg.train.monitor,
-        "mode": cfg.train.mode,
+        "mode": config_lib.monitor_mode(cfg.train),
         "final": final,
         "best": best,
         "wall_seconds": round(wall, 3),
@@ -391,7 +402,9 @@ def evaluate(run_dir: str | Path, which: str = "best", splits: tuple[str, ...] =
     available = r.dataset.splits()
     for split in splits:
         if split not in available:
-            raise ValueError(f"no {split!r} split; have {', '.join(available)}")
+            raise ConfigError(f"this run has no {split!r} split (data.val_fraction is "
+                              f"{r.config.data.val_fraction}); available: "
+                              f"{', '.join(available)}", str(run_dir))
         s = available[split]
         out[split] = r.engine.evaluate(r.state, r.engine.put_eval_split(s.x, s.y))
     return out

@@ -20,7 +20,7 @@ import jax
 
 from jaxdl.algorithms.supervised import Engine, EvalSplit, TrainState
 from jaxdl.checkpoint import Checkpointer
-from jaxdl.config import Config
+from jaxdl.config import Config, monitor_mode
 from jaxdl.metrics import MetricsWriter
 
 __all__ = ["FitResult", "LoopState", "Reporter", "fit", "run_keys"]
@@ -43,6 +43,10 @@ class LoopState:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     steps: int = 0
+    # Set when the run stopped before its last epoch (early_stopped or
+    # stopped), so a resume from that checkpoint ends as the run did.
+    status: str | None = None
+    reason: str | None = None
 
     def to_meta(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,6 +115,8 @@ def fit(cfg: Config, engine: Engine, state: TrainState, train_xy: tuple[jax.Arra
     loop = loop or LoopState()
     keys = run_keys(cfg.seed)
     best_state = None
+    if loop.status is not None:   # resumed from the checkpoint where it stopped
+        return FitResult(state, None, loop, loop.status, loop.reason or loop.status)
     status, reason = "completed", f"trained {tc.epochs} epochs"
     x, y = train_xy
     # Compile before the clock and the progress bar start.
@@ -151,7 +157,7 @@ def fit(cfg: Config, engine: Engine, state: TrainState, train_xy: tuple[jax.Arra
             break
 
         value = metrics[tc.monitor]
-        is_best = _improved(value, loop.best_value, tc.mode, tc.min_delta)
+        is_best = _improved(value, loop.best_value, monitor_mode(tc), tc.min_delta)
         if is_best:
             loop.best_value, loop.best_epoch, loop.wait = value, epoch, 0
             loop.best_metrics = dict(metrics)
@@ -160,20 +166,22 @@ def fit(cfg: Config, engine: Engine, state: TrainState, train_xy: tuple[jax.Arra
             loop.wait += 1
         stop_early = tc.patience is not None and loop.wait >= tc.patience
         stop_asked = reporter is not None and bool(reporter(epoch, dict(metrics)))
+        if stop_early:
+            status = "early_stopped"
+            reason = (f"{tc.monitor} did not improve by more than {tc.min_delta} for "
+                      f"{tc.patience} epochs (best {loop.best_value:.6g} at epoch "
+                      f"{loop.best_epoch})")
+        elif stop_asked:
+            status, reason = "stopped", f"stopped by the reporter after epoch {epoch}"
+        if stop_early or stop_asked:
+            loop.status, loop.reason = status, reason
         last_epoch = epoch == tc.epochs or stop_early or stop_asked
         if checkpointer is not None and (is_best or last_epoch
                                          or epoch % cfg.checkpoint.every == 0):
             checkpointer.save(epoch, state, loop.to_meta(), metrics, is_best=is_best)
         if not progress:
             log(f"epoch {epoch}/{tc.epochs}  {_fmt(metrics)}")
-        if stop_early:
-            status = "early_stopped"
-            reason = (f"{tc.monitor} did not improve by more than {tc.min_delta} for "
-                      f"{tc.patience} epochs (best {loop.best_value:.6g} at epoch "
-                      f"{loop.best_epoch})")
-            break
-        if stop_asked:
-            status, reason = "stopped", f"stopped by the reporter after epoch {epoch}"
+        if stop_early or stop_asked:
             break
     return FitResult(state, best_state, loop, status, reason)
 

@@ -2,11 +2,14 @@
 runs on CPU, and no writes outside tmp directories."""
 
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=4"
 os.environ.setdefault("MPLBACKEND", "Agg")
+# CLI subprocesses enable the persistent compilation cache: keep it out of ~.
+os.environ.setdefault("JAXDL_CACHE_DIR", tempfile.mkdtemp(prefix="jaxdl-xla-"))
 
 from pathlib import Path  # noqa: E402
 

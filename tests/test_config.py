@@ -348,8 +348,8 @@ def test_monitor_format(tmp_path, monitor):
 
 def test_monitor_unknown_metric(tmp_path):
     msg = single_problem(tmp_path, "train: {monitor: val_f1}\n")
-    assert "train.monitor: unknown metric 'f1'" in msg
-    assert "loss, accuracy, mse" in msg
+    assert "train.monitor: 'val_f1' is not measured for mnist (classification)" in msg
+    assert "valid metrics: loss, accuracy" in msg
 
 
 def test_val_monitor_needs_val_split(tmp_path):
@@ -560,7 +560,7 @@ def test_fingerprint_ignores_data_dir_and_progress():
         {"model.dropout": 0.1},
         {"data.name": "fashion_mnist"},
         {"data.val_fraction": 0.2},
-        {"data.train_limit": 10},
+        {"data.train_limit": 1000},
         {"train.batch_size": 64},
         {"train.l2": 1e-4},
         {"checkpoint.every": 2},
@@ -642,3 +642,50 @@ def test_property_valid_ints_and_bad_batch(seed, batch, dropout, bad_batch):
         cfg.replace({"train.batch_size": bad_batch})
     assert len(info.value.problems) == 1
     assert f"got {bad_batch}" in str(info.value)
+
+
+@pytest.mark.parametrize("tree, message", [
+    ({"data": {"name": "linear"}, "train": {"monitor": "val_accuracy"}},
+     "train.monitor: 'val_accuracy' is not measured for linear (regression); valid metrics: loss"),
+    ({"data": {"name": "linear"}, "train": {"loss": "cross_entropy"}},
+     "train.loss: 'cross_entropy' does not fit linear (regression)"),
+    ({"data": {"name": "mnist"}, "train": {"loss": "bce"}},
+     "train.loss: 'bce' does not fit mnist (classification)"),
+    ({"data": {"name": "spiral", "features": []}}, "data.features: must name at least one"),
+    ({"data": {"name": "spiral", "n_samples": 2, "test_fraction": 0.1}},
+     "data.n_samples: 2 examples with test_fraction 0.1 leave an empty train or test split"),
+    ({"data": {"name": "spiral", "val_fraction": 0.99}},
+     "train.batch_size: 128 is larger than the 5 training examples"),
+    ({"data": {"name": "mnist", "train_limit": 100}},
+     "train.batch_size: 128 is larger than the 100 training examples"),
+    ({"seed": 2**40}, "seed: must be <= 4294967295"),
+])
+def test_cross_field_problems_are_config_errors(tree, message):
+    with pytest.raises(ConfigError) as e:
+        config.from_dict(tree, "exp.yaml")
+    assert message in str(e.value)
+
+
+def test_split_sizes_match_what_the_loader_makes():
+    from jaxdl import data as data_lib
+
+    for tree in ({"name": "spiral", "n_samples": 401, "test_fraction": 0.3,
+                  "val_fraction": 0.15},
+                 {"name": "linear", "n_samples": 97, "val_fraction": 0.0},
+                 {"name": "xor", "n_samples": 50, "train_limit": 7}):
+        cfg = config.from_dict({"data": tree, "train": {"batch_size": 4,
+                                                         "monitor": "train_loss"}})
+        ds = data_lib.load(cfg.data, 0)
+        got = {k: len(v) for k, v in ds.splits().items()}
+        want = {k: v for k, v in config.split_sizes(cfg.data).items() if v}
+        assert got == want
+
+
+def test_choice_lists_agree_with_the_implementations():
+    from jaxdl import models
+    from jaxdl.data import synthetic
+
+    assert set(config.ACTIVATIONS) == set(models.ACTIVATIONS)
+    assert set(config.MODELS) == set(models.REGISTRY)
+    assert tuple(config.FEATURES) == tuple(synthetic.FEATURES)
+    assert set(config.PLAYGROUND_DATASETS) == set(synthetic.PLAYGROUND)

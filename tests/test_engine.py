@@ -15,6 +15,7 @@ from jaxdl.algorithms.supervised import (
     make_eval_step,
     make_train_step,
 )
+from jaxdl.errors import ConfigError
 from jaxdl.experiment import build_engine, new_state, run
 from jaxdl.loop import run_keys
 from tests.helpers import spiral_cfg
@@ -151,9 +152,13 @@ def test_same_seed_same_numbers_other_seed_differs(tmp_path):
 
 
 def test_batch_larger_than_dataset_is_a_clear_error():
-    cfg = spiral_cfg(**{"train.batch_size": 10_000})
-    with pytest.raises(ValueError, match="batch size 10000 is larger than the 160 training"):
-        _setup(cfg)
+    with pytest.raises(ConfigError, match="train.batch_size: 10000 is larger than the 160"):
+        spiral_cfg(**{"train.batch_size": 10_000})
+    cfg = spiral_cfg()
+    model = models.make(cfg.model, 1)
+    with pytest.raises(ValueError, match="batch size 500 is larger than the 160 training"):
+        Engine(model, optim.make(cfg.optim, 1, 1), Task("binary"), batch_size=500, n_train=160,
+               steps_per_call=1, eval_batch_size=10)
 
 
 def test_default_steps_per_call_policy():
