@@ -28,7 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--workdir", help="run directory (default runs/<name>-<fingerprint>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in the run directory from its latest checkpoint")
-    t.add_argument("--no-progress", action="store_true", help="one line per epoch, no bars")
+    bars = t.add_mutually_exclusive_group()
+    bars.add_argument("--progress", action="store_true",
+                      help="progress bars even when stderr is not a terminal")
+    bars.add_argument("--no-progress", action="store_true", help="one line per epoch, no bars")
     t.add_argument("--quiet", action="store_true", help="print only errors")
 
     e = sub.add_parser("eval", help="evaluate a run's best checkpoint")
@@ -50,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             cfg = config.load(args.config, args.overrides)
-            progress = False if args.no_progress else None
+            progress = False if args.no_progress else (True if args.progress else None)
             result = experiment.run(cfg, workdir=args.workdir, resume=args.resume,
                                     progress=progress, quiet=args.quiet)
             if result.status == "diverged":

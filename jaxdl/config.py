@@ -229,7 +229,7 @@ class TrainConfig(_Section):
     steps_per_call: int | None = _field(
         None, "train steps per compiled call: null = measured choice per model and backend "
         "(the whole epoch in one lax.scan, except XLA convolutions on CPU: 1)", lo=1)
-    progress: bool = _field(True, "show a progress bar")
+    progress: bool = _field(True, "show a progress bar when stderr is a terminal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,6 +326,9 @@ def load(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) ->
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read config file: {e.strerror}", source) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not a UTF-8 text file ({e.reason} at byte {e.start})",
+                          source) from None
     try:
         tree = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -579,6 +582,11 @@ def _cross_check(cfg: Config) -> list[str]:
         problems.append(
             f"train.monitor: {cfg.train.monitor!r} is not measured for {cfg.data.name} "
             f"({task}); valid metrics: {', '.join(TASK_METRICS[task])}")
+    elif (metric, cfg.train.mode) in (("loss", "max"), ("accuracy", "min")):
+        problems.append(
+            f"train.mode: {cfg.train.mode!r} would treat a worse {metric} as better for "
+            f"{cfg.train.monitor!r}; use auto (or "
+            f"{'min' if metric == 'loss' else 'max'})")
     elif split == "val" and cfg.data.val_fraction == 0.0:
         problems.append(
             f"train.monitor: {cfg.train.monitor!r} needs a validation split but "

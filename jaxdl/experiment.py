@@ -147,22 +147,31 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _prepare_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
+_FINISHED = ("completed", "early_stopped", "stopped")
+
+
+def _prepare_dir(cfg: Config, run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """Check that ``run_dir`` may be trained into; nothing in it is lost.
+
+    Returns:
+      The saved summary when resuming a run that already finished, else None.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} exists and is not a directory; choose another --workdir")
     ckpt = run_dir / "checkpoints"
     metrics = run_dir / "metrics.jsonl"
-    holds_run = ((run_dir / "summary.json").exists()
+    summary_path = run_dir / "summary.json"
+    holds_run = (summary_path.exists()
                  or (metrics.exists() and metrics.stat().st_size > 0)
                  or (ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir())))
     if holds_run and not resume:
         raise CheckpointError(
             f"{run_dir} already holds a run; pass --resume (resume=True) to continue it, "
             "or choose another --workdir")
-    if resume and holds_run and not cfg.checkpoint.enabled:
-        raise CheckpointError(
-            f"cannot resume {run_dir} with checkpoint.enabled false: there would be no "
-            "checkpoint to continue from, and its record would be overwritten")
+    if not resume:
+        return None
     saved = run_dir / "config.yaml"
-    if resume and saved.exists():
+    if saved.exists():
         old = config_lib.load(saved)
         if config_lib.fingerprint(old) != config_lib.fingerprint(cfg):
             a, b = _flat(config_lib.to_dict(old)), _flat(config_lib.to_dict(cfg))
@@ -171,6 +180,20 @@ def _prepare_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
             raise CheckpointError(
                 f"cannot resume {run_dir}: its config differs from this one "
                 f"({'; '.join(diff)}); use another --workdir for a new run")
+    if summary_path.exists():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(
+                f"{summary_path} is not valid JSON ({e}); move it away to resume the run"
+            ) from None
+        if summary.get("status") in _FINISHED:
+            return summary
+    if holds_run and not cfg.checkpoint.enabled:
+        raise CheckpointError(
+            f"cannot resume {run_dir} with checkpoint.enabled false: there would be no "
+            "checkpoint to continue from, and its record would be overwritten")
+    return None
 
 
 def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -193,7 +216,8 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
       workdir: the run directory (default :func:`default_run_dir`).
       resume: continue from the latest checkpoint in ``workdir``.
       reporter: ``reporter(epoch, metrics) -> stop`` after each evaluation.
-      progress: progress bars (default: ``cfg.train.progress``).
+      progress: progress bars (default: ``cfg.train.progress`` when stderr is
+        a terminal).
       quiet: print nothing.
 
     Returns:
@@ -205,21 +229,25 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     """
     t_start = time.perf_counter()
     log = (lambda s: None) if quiet else (lambda s: print(s, flush=True))
-    progress = cfg.train.progress if progress is None else progress
+    if progress is None:
+        # A bar only where someone watches: not in logs, CI or pipes (and a
+        # bar's host callback keeps the epoch out of the persistent cache).
+        progress = cfg.train.progress and sys.stderr.isatty()
     progress = progress and not quiet
     run_dir = Path(workdir) if workdir is not None else default_run_dir(cfg)
-    _prepare_dir(cfg, run_dir, resume)
-    if resume and (run_dir / "summary.json").exists():
-        summary = json.loads((run_dir / "summary.json").read_text())
-        if summary.get("status") in ("completed", "early_stopped", "stopped"):
-            log(f"{run_dir} already finished ({summary['status']}); nothing to resume")
-            return RunResult(summary["status"], run_dir, summary)
+    finished = _prepare_dir(cfg, run_dir, resume)
+    if finished is not None:
+        log(f"{run_dir} already finished ({finished['status']}); nothing to resume")
+        return RunResult(finished["status"], run_dir, finished)
 
     dataset = data_lib.load(cfg.data, cfg.seed)
     engine = build_engine(cfg, dataset)
     compile_before = engine.compile_seconds
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_lib.dump(cfg, run_dir / "config.yaml")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_lib.dump(cfg, run_dir / "config.yaml")
+    except OSError as e:
+        raise CheckpointError(f"cannot write the run directory {run_dir}: {e.strerror}") from None
     if not (resume and (run_dir / "run.json").exists()):   # a resume keeps the original
         _write_json(run_dir / "run.json", {
             "name": cfg.name, "fingerprint": config_lib.fingerprint(cfg), "seed": cfg.seed,

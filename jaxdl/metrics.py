@@ -42,13 +42,15 @@ class MetricsWriter:
             f.write(json.dumps(json_safe(row)) + "\n")
 
     def truncate_after(self, epoch: int) -> None:
-        """Drop rows of epochs after ``epoch`` (a resumed run redoes them).
+        """Drop rows of epochs after ``epoch`` and the end-of-run ``test``
+        rows (a resumed run redoes them).
 
         Rewrites atomically, so a crash here cannot lose the kept rows.
         """
         if not self.path.exists():
             return
-        rows = [r for r in read_metrics(self.path) if r["epoch"] <= epoch]
+        rows = [r for r in read_metrics(self.path)
+                if r["epoch"] <= epoch and r["split"] != "test"]
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         os.replace(tmp, self.path)

@@ -54,7 +54,10 @@ def test_train_then_eval(tmp_path):
 
 def test_progress_bar_shows_epoch_step_loss_and_rate(tmp_path):
     cfg = write_cfg(tmp_path / "c.yaml", train={"epochs": 1})
-    out = jaxdl("train", cfg, "--workdir", tmp_path / "run")
+    out = jaxdl("train", cfg, "--workdir", tmp_path / "run2")
+    assert "step/s" not in out.stderr          # not a terminal: no bar by default
+    assert "epoch 1/1" in out.stdout
+    out = jaxdl("train", cfg, "--workdir", tmp_path / "run", "--progress")
     assert "epoch 1/1" in out.stderr and "step/s" in out.stderr and "loss=" in out.stderr
     assert "acc=" in out.stderr
 
@@ -154,3 +157,15 @@ def test_persistent_compilation_cache_is_used_by_a_second_process(tmp_path):
     assert any(p.name.startswith("jit_run") for p in cache.iterdir())
     # Measured ~1.1 s cold vs ~0.3 s warm; a generous margin for a busy machine.
     assert seconds[1] < 0.7 * seconds[0], seconds
+
+
+def test_run_directory_problems_are_clear_errors(tmp_path):
+    cfg = write_cfg(tmp_path / "c.yaml", train={"epochs": 1})
+    (tmp_path / "afile").write_text("x")
+    out = jaxdl("train", cfg, "--workdir", tmp_path / "afile", check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "not a directory" in out.stderr
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(b"name: caf\xe9\n")
+    out = jaxdl("train", bad, check=False)
+    assert out.returncode == 2 and "not a UTF-8 text file" in out.stderr

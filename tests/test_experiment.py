@@ -177,11 +177,13 @@ def test_diverged_record_is_strict_json(tmp_path):
 
 
 def test_resume_needs_checkpoints(tmp_path):
-    cfg = spiral_cfg(**{"train.epochs": 1})
+    cfg = spiral_cfg(**{"train.epochs": 1, "checkpoint.enabled": False})
     jaxdl.run(cfg, workdir=tmp_path / "run", quiet=True)
-    off = cfg.replace({"checkpoint.enabled": False})
+    # Finished: resuming just reports it.
+    assert jaxdl.run(cfg, workdir=tmp_path / "run", resume=True, quiet=True).state is None
+    (tmp_path / "run" / "summary.json").unlink()      # as if killed before the end
     with pytest.raises(CheckpointError, match="checkpoint.enabled false"):
-        jaxdl.run(off, workdir=tmp_path / "run", resume=True, quiet=True)
+        jaxdl.run(cfg, workdir=tmp_path / "run", resume=True, quiet=True)
 
 
 def test_resume_of_an_early_stopped_checkpoint_stops_again(tmp_path):
@@ -194,6 +196,8 @@ def test_resume_of_an_early_stopped_checkpoint_stops_again(tmp_path):
     assert b.status == a.status == "early_stopped"
     assert b.summary["epochs"] == a.summary["epochs"] == 3
     assert b.final["test"] == a.final["test"]
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["split"] for r in rows].count("test") == 1
 
 
 def test_a_run_killed_before_its_first_checkpoint_is_not_overwritten(tmp_path):
@@ -209,8 +213,10 @@ def test_a_run_killed_before_its_first_checkpoint_is_not_overwritten(tmp_path):
 def test_mode_auto_follows_the_metric():
     assert config.monitor_mode(spiral_cfg(**{"train.monitor": "val_accuracy"}).train) == "max"
     assert config.monitor_mode(spiral_cfg(**{"train.monitor": "train_loss"}).train) == "min"
-    assert config.monitor_mode(spiral_cfg(**{"train.monitor": "val_accuracy",
+    assert config.monitor_mode(spiral_cfg(**{"train.monitor": "val_loss",
                                              "train.mode": "min"}).train) == "min"
+    with pytest.raises(jaxdl.ConfigError, match="would treat a worse accuracy as better"):
+        spiral_cfg(**{"train.monitor": "val_accuracy", "train.mode": "min"})
 
 
 def test_evaluating_a_missing_split_is_a_clear_error(tmp_path):

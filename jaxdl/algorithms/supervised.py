@@ -312,23 +312,19 @@ class Engine:
 
         return run
 
-    def _eval_fn(self, scan: bool):
+    def _eval_fn(self, scan: bool, batch: int):
         def run(state, x, y, w):
             self._count("eval")
             if not scan:
                 return self.eval_step(state, (x, y, w))
-            nb = x.shape[0] // self.eval_batch_size
 
             def body(carry, i):
-                sl = lambda a: jax.lax.dynamic_slice_in_dim(  # noqa: E731
-                    a, i * self.eval_batch_size, self.eval_batch_size)
-                m = self.eval_step(state, (sl(x), sl(y), sl(w)))
-                weighted = {k: v * m["weight"] for k, v in m.items() if k != "weight"}
-                weighted["weight"] = m["weight"]
-                return jax.tree_util.tree_map(jnp.add, carry, weighted), None
+                sl = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch, batch)  # noqa: E731
+                m = _weighted(self.eval_step(state, (sl(x), sl(y), sl(w))))
+                return jax.tree_util.tree_map(jnp.add, carry, m), None
 
             zero = {k: jnp.zeros((), jnp.float32) for k in (*self.task.metric_names, "weight")}
-            total, _ = jax.lax.scan(body, zero, jnp.arange(nb))
+            total, _ = jax.lax.scan(body, zero, jnp.arange(x.shape[0] // batch))
             return total
 
         return run
@@ -375,13 +371,7 @@ class Engine:
             self._get(("train", length, progress), lambda n=length: self._chunk_fn(n, progress),
                       (state, x, y, perm, start, dropout_key), donate=(0,))
         for split in dict(eval_splits).values():
-            if self.scan_eval:
-                self._get(("eval", True), lambda: self._eval_fn(True),
-                          (state, split.x, split.y, split.w))
-            else:
-                eb = self.eval_batch_size
-                self._get(("eval", False), lambda: self._eval_fn(False),
-                          (state, split.x[:eb], split.y[:eb], split.w[:eb]))
+            self._eval_callable(state, split)
         return self.compile_seconds - before
 
     def train_epoch(self, state: TrainState, x: jax.Array, y: jax.Array, shuffle_key: jax.Array,
@@ -425,39 +415,41 @@ class Engine:
                  for k in stacked[0]}
         return state, means
 
+    def _eval_callable(self, state: TrainState, split: EvalSplit):
+        b = split.batch
+        args = (state, split.x, split.y, split.w) if self.scan_eval else (
+            state, split.x[:b], split.y[:b], split.w[:b])
+        return self._get(("eval", self.scan_eval, b),
+                         lambda: self._eval_fn(self.scan_eval, b), args)
+
     def evaluate(self, state: TrainState, split: EvalSplit) -> dict[str, float]:
         """Weighted mean metrics of ``state`` on a padded split."""
+        fn = self._eval_callable(state, split)
         if self.scan_eval:
-            args = (state, split.x, split.y, split.w)
-            fn = self._get(("eval", True), lambda: self._eval_fn(True), args)
-            total = jax.device_get(fn(*args))
+            total = fn(state, split.x, split.y, split.w)
         else:
+            b = split.batch
             total = None
-            eb = self.eval_batch_size
-            for i in range(split.x.shape[0] // eb):
-                sl = slice(i * eb, (i + 1) * eb)
-                args = (state, split.x[sl], split.y[sl], split.w[sl])
-                fn = self._get(("eval", False), lambda: self._eval_fn(False), args)
-                m = fn(*args)
-                weighted = {k: v * m["weight"] for k, v in m.items() if k != "weight"}
-                weighted["weight"] = m["weight"]
-                total = weighted if total is None else jax.tree_util.tree_map(
-                    jnp.add, total, weighted)
-            total = jax.device_get(total)
+            for i in range(split.x.shape[0] // b):
+                sl = slice(i * b, (i + 1) * b)
+                m = _weighted(fn(state, split.x[sl], split.y[sl], split.w[sl]))
+                total = m if total is None else jax.tree_util.tree_map(jnp.add, total, m)
+        total = jax.device_get(total)
         weight = float(total.pop("weight"))
         return {k: float(v) / weight for k, v in total.items()}
 
     def put_eval_split(self, x: np.ndarray, y: np.ndarray) -> EvalSplit:
         """Pad a host split to whole evaluation batches and move it to the
-        device once (weights 0 on the padding)."""
+        device once (weights 0 on the padding). A split smaller than
+        ``eval_batch_size`` is one batch of its own size."""
         n = x.shape[0]
-        eb = self.eval_batch_size
+        eb = max(1, min(self.eval_batch_size, n))
         padded = -(-n // eb) * eb
         pad = padded - n
         w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
         xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
         yp = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
-        return EvalSplit(jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(w), n)
+        return EvalSplit(jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(w), n, eb)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -468,8 +460,16 @@ class EvalSplit:
     y: jax.Array
     w: jax.Array
     n: int
+    batch: int
 
 
 def _signature(args: tuple) -> tuple:
     leaves, treedef = jax.tree_util.tree_flatten(args)
     return (treedef, tuple((tuple(a.shape), str(a.dtype)) for a in leaves))
+
+
+def _weighted(metrics: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Batch means times the batch weight, so batches add up."""
+    out = {k: v * metrics["weight"] for k, v in metrics.items() if k != "weight"}
+    out["weight"] = metrics["weight"]
+    return out
