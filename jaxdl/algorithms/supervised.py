@@ -260,7 +260,7 @@ class Engine:
         self.train_step = make_train_step(model, tx, task)
         self.eval_step = make_eval_step(model, task)
         # Steps between progress reports from inside a scanned epoch (about
-        # 40 a epoch; a host callback each).
+        # 40 per epoch; a host callback each).
         self.progress_every = max(1, self.steps_per_epoch // 40)
         # Loop unrolling of the scanned epoch (measured no faster on CPU,
         # benchmarks/engine_modes.py); set before the first epoch compiles.
