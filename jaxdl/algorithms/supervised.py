@@ -368,8 +368,7 @@ class Engine:
         perm = jax.ShapeDtypeStruct((self.steps_per_epoch * self.batch_size,), jnp.int32)
         start = jnp.zeros((), jnp.int32)
         for length in sorted(set(self._chunks())):
-            self._get(("train", length, progress), lambda n=length: self._chunk_fn(n, progress),
-                      (state, x, y, perm, start, dropout_key), donate=(0,))
+            self._train_callable(length, progress, (state, x, y, perm, start, dropout_key))
         for split in dict(eval_splits).values():
             self._eval_callable(state, split)
         return self.compile_seconds - before
@@ -400,9 +399,7 @@ class Engine:
             for length in self._chunks():
                 start = jnp.asarray(done, jnp.int32)
                 args = (state, x, y, perm, start, dropout_key)
-                fn = self._get(("train", length, progress),
-                               lambda n=length: self._chunk_fn(n, progress), args, donate=(0,))
-                state, metrics = fn(*args)
+                state, metrics = self._train_callable(length, progress, args)(*args)
                 chunks.append(metrics)
                 done += length
                 if on_progress is not None:
@@ -414,6 +411,11 @@ class Engine:
         means = {k: float(np.mean(np.concatenate([np.asarray(c[k]) for c in stacked])))
                  for k in stacked[0]}
         return state, means
+
+    def _train_callable(self, length: int, progress: bool, args: tuple):
+        """The compiled call running ``length`` steps (state donated)."""
+        return self._get(("train", length, progress),
+                         lambda: self._chunk_fn(length, progress), args, donate=(0,))
 
     def _eval_callable(self, state: TrainState, split: EvalSplit):
         b = split.batch
