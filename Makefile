@@ -1,12 +1,13 @@
 # jaxdl — two commands on a fresh machine:
-#   make train   create .venv and run the main job (MNIST MLP)
+#   make sweep   create .venv and run the main job: the MNIST MLP Optuna sweep
+#                (SQLite storage in studies/mnist_mlp; re-running continues it)
 #   make test    create .venv and run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 JAXDL := $(VENV)/bin/jaxdl
 PYTHON ?= python3
 
-.PHONY: env train test lint bench clean
+.PHONY: env sweep train test lint bench clean
 
 env: $(VENV)/.installed
 
@@ -15,6 +16,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+sweep: env
+	$(JAXDL) sweep sweeps/mnist_mlp.yaml
 
 # --resume: a second `make train` finishes a killed run or reports the finished one.
 train: env

@@ -3,6 +3,9 @@ library function.
 
     jaxdl train CONFIG [--set key=value ...] [--workdir DIR] [--resume]
     jaxdl eval RUN_DIR [--which best|latest] [--split test ...]
+    jaxdl sweep SWEEP [--trials N] [--timeout S] [--storage URL] [--study NAME]
+                      [--study-dir DIR] [--workers K] [--seed S] [-v]
+    jaxdl report STUDY_DIR_OR_URL [--study NAME] [--out DIR] [--top N]
 """
 
 from __future__ import annotations
@@ -41,7 +44,57 @@ def _parser() -> argparse.ArgumentParser:
                    help="split(s) to evaluate (default: test)")
     e.add_argument("--data-dir", help="data directory, if not the one the run used")
     e.add_argument("--json", action="store_true", help="print JSON")
+
+    w = sub.add_parser("sweep", help="run or continue an Optuna sweep from a YAML spec",
+                       description="Runs the study until it holds budget.trials finished "
+                       "trials; re-running the same command continues it.")
+    w.add_argument("spec", help="sweep YAML (see sweeps/)")
+    w.add_argument("--trials", type=int, help="finished trials the study should hold")
+    w.add_argument("--timeout", type=float, help="seconds to keep starting new trials")
+    w.add_argument("--storage", help="memory | sqlite | journal | journal:PATH | "
+                   "sqlite:///PATH | postgresql://user:password@host/db "
+                   "(default: SQLite file in the study directory)")
+    w.add_argument("--study", help="study name (default: the spec's name)")
+    w.add_argument("--study-dir", help="study directory (default: studies/<study name>)")
+    w.add_argument("--workers", type=int, help="worker processes on this machine")
+    w.add_argument("--seed", type=int, help="sampler seed")
+    w.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="override a spec value, e.g. --set pruner.name=none")
+    w.add_argument("-v", "--verbose", action="store_true", help="print every trial's epochs")
+    sbars = w.add_mutually_exclusive_group()
+    sbars.add_argument("--progress", action="store_true",
+                       help="progress bar even when stderr is not a terminal")
+    sbars.add_argument("--no-progress", action="store_true",
+                       help="one line per finished trial, no bar")
+    w.add_argument("--quiet", action="store_true", help="print only errors")
+
+    r = sub.add_parser("report", help="ranked table and plots of an existing study")
+    r.add_argument("target", help="study directory, or storage URL (sqlite:///..., "
+                   "journal:PATH, postgresql://...)")
+    r.add_argument("--study", help="study name (when the storage holds several)")
+    r.add_argument("--storage", help="storage URL for a study directory whose database "
+                   "password is not on disk")
+    r.add_argument("--out", help="where trials.jsonl and plots/ go (default: the study "
+                   "directory, or studies/<name> for a URL)")
+    r.add_argument("--top", type=int, default=20, help="rows of the table (0: all)")
     return p
+
+
+def _sweep_overrides(args: argparse.Namespace) -> dict:
+    from jaxdl import config
+
+    out = {}
+    for key, opt in (("budget.trials", "trials"), ("budget.timeout", "timeout"),
+                     ("storage", "storage"), ("name", "study"), ("study_dir", "study_dir"),
+                     ("workers", "workers"), ("sampler.seed", "seed")):
+        value = getattr(args, opt)
+        if value is not None:
+            out[key] = value
+    problems: list[str] = []
+    out.update(config._parse_overrides(args.overrides, problems))
+    if problems:
+        raise config.ConfigError(problems, "--set")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,8 +102,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxdl import compilation_cache, config, experiment
     from jaxdl.errors import JaxdlError
 
-    compilation_cache.enable()
+    if args.command not in ("sweep", "report"):   # a sweep caches in its study directory
+        compilation_cache.enable()
     try:
+        if args.command == "sweep":
+            from jaxdl import sweep
+
+            spec = sweep.load(args.spec, _sweep_overrides(args))
+            progress = False if args.no_progress else (True if args.progress else None)
+            sweep.run(spec, verbose=args.verbose, progress=progress, quiet=args.quiet)
+            return EXIT_OK
+        if args.command == "report":
+            from jaxdl import sweep
+
+            study, study_dir = sweep.load_study(args.target, args.study, args.storage)
+            out = args.out or study_dir or f"studies/{study.study_name}"
+            sweep.report(study, out, top=args.top or None)
+            return EXIT_OK
         if args.command == "train":
             cfg = config.load(args.config, args.overrides)
             progress = False if args.no_progress else (True if args.progress else None)

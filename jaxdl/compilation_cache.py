@@ -27,6 +27,13 @@ def enable(directory: str | Path | None = None) -> Path | None:
         return None
     path = Path(directory) if directory is not None else default_dir()
     path.mkdir(parents=True, exist_ok=True)
+    current = jax.config.jax_compilation_cache_dir
+    if current and Path(current) != path:
+        # JAX opens the cache once per process; switching directories (a
+        # sweep after a train in the same process) needs a reset.
+        from jax._src import compilation_cache as _cc
+
+        _cc.reset_cache()
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

@@ -91,7 +91,8 @@ def plot_curves(rows: Iterable[Mapping[str, Any]], path: str | Path, title: str 
         if name == "loss" and all((r.get(name) or 1) > 0 for r in rows):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:   # a diverged first epoch plots nothing
+            ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -38,3 +38,19 @@ def test_readme_one_call_example_runs(mnist_dir, tmp_path, monkeypatch):
     assert scope["metrics"]["test"]["accuracy"] == pytest.approx(
         scope["result"].best["test"]["accuracy"])
     assert scope["logits"].shape == (10000, 10)
+
+
+def test_readme_sweep_script_example_runs(tmp_path, monkeypatch):
+    block = next(b for b in python_blocks() if "jaxdl.sweep.load" in b)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    # The example's file, with the tiny sweep's base so it runs in seconds.
+    src = (REPO / "sweeps" / "tiny_spiral.yaml").read_text()
+    (tmp_path / "sweeps" / "playground_spiral.yaml").write_text(
+        src.replace("name: tiny_spiral\nbase:", "name: playground_spiral\nbase:", 1))
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    study = scope["study"]
+    assert len(study.trials) == 10
+    assert scope["restored"].config.name == "tiny_spiral"
+    assert (tmp_path / "studies" / "playground_spiral" / "study.db").exists()

@@ -1,0 +1,584 @@
+"""``run(spec)``: the sweep driver. Opens (or continues) the study, runs
+trials in this process or in K spawned worker processes until the budget is
+met, keeps the best trial's checkpoint, and ends with the report.
+
+The budget counts *finished* (complete or pruned) trials in the whole study,
+so re-running a sweep continues it, and K workers on one or several machines
+stop together at exactly ``budget.trials``: a worker counts and starts its next
+trial while holding the storage's budget lock
+(:func:`jaxdl.sweep.storage.budget_lock`), and when the remaining budget is
+taken by running trials it waits for them, so a dead worker's trial (failed
+and re-queued by the heartbeat) is still run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from jaxdl import compilation_cache
+from jaxdl.errors import ConfigError, DataError
+from jaxdl.sweep import space as space_lib
+from jaxdl.sweep import storage as storage_lib
+from jaxdl.sweep.objective import Objective
+from jaxdl.sweep.spec import SweepSpec
+
+__all__ = ["format_params", "make_pruner", "make_sampler", "open_study", "run", "worker_env"]
+
+_POLL_SECONDS = 1.0
+
+
+def make_sampler(spec: SweepSpec, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler. Worker ``k`` of several gets seed ``seed + k`` (the
+    same seed would propose the same random start-up trials in every worker)."""
+    sc = spec.sampler
+    seed = None if sc.seed is None else sc.seed + worker
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if sc.name == "tpe":
+            liar = sc.constant_liar if sc.constant_liar is not None else spec.workers > 1
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=sc.n_startup_trials,
+                                              multivariate=sc.multivariate, constant_liar=liar)
+        if sc.name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if sc.name == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=sc.n_startup_trials)
+        if sc.name == "grid":
+            return optuna.samplers.GridSampler(space_lib.grid(spec.space)[0], seed=seed)
+        # QMC: every worker walks the same sequence (the study holds the position).
+        return optuna.samplers.QMCSampler(qmc_type=sc.qmc_type, scramble=True, seed=sc.seed)
+
+
+def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    """The spec's pruner; its steps are epochs."""
+    pc = spec.pruner
+    if pc.name == "median":
+        return optuna.pruners.MedianPruner(pc.n_startup_trials, pc.n_warmup_steps,
+                                           pc.interval_steps)
+    if pc.name == "percentile":
+        return optuna.pruners.PercentilePruner(pc.percentile, pc.n_startup_trials,
+                                               pc.n_warmup_steps, pc.interval_steps)
+    min_resource = "auto" if pc.min_resource is None else pc.min_resource
+    if pc.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=min_resource, reduction_factor=pc.reduction_factor,
+            min_early_stopping_rate=pc.min_early_stopping_rate)
+    if pc.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1 if min_resource == "auto" else min_resource,
+            max_resource=pc.max_resource or spec.base.train.epochs,
+            reduction_factor=pc.reduction_factor)
+    return optuna.pruners.NopPruner()
+
+
+def _budget(spec: SweepSpec) -> int | None:
+    if spec.budget.trials is not None:
+        return spec.budget.trials
+    if spec.sampler.name == "grid":
+        return math.prod(len(v) for v in space_lib.grid(spec.space)[0].values())
+    return None
+
+
+def open_study(spec: SweepSpec, *, worker: int = 0, create: bool = True,
+               storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+    """Create or load the spec's study (``load_if_exists``).
+
+    Raises:
+      ConfigError: the storage cannot be opened, or the study exists with
+        another base config or objective (its trials would not compare).
+    """
+    info = storage_lib.resolve(spec.storage, spec.directory)
+    if storage is None:
+        hb = spec.heartbeat
+        storage = storage_lib.make(info, interval=hb.interval, grace=hb.grace,
+                                   retries=hb.retries)
+    sampler, pruner = make_sampler(spec, worker), make_pruner(spec)
+    if create:
+        study = optuna.create_study(storage=storage, study_name=spec.name, sampler=sampler,
+                                    pruner=pruner, direction=spec.direction, load_if_exists=True)
+    else:
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler,
+                                  pruner=pruner)
+    attrs = study.user_attrs
+    ident = {"jaxdl:base": spec.base_fingerprint(), "jaxdl:metric": spec.metric,
+             "jaxdl:direction": spec.direction}
+    if "jaxdl:base" not in attrs:
+        for k, v in ident.items():
+            study.set_user_attr(k, v)
+        study.set_user_attr("jaxdl:spec", json.loads(json.dumps(spec.to_dict(), default=str)))
+    elif attrs["jaxdl:base"] != ident["jaxdl:base"] or study.direction.name.lower() != \
+            spec.direction:
+        raise ConfigError(
+            f"study {spec.name!r} in {info.display} was run with another base config or "
+            f"objective ({attrs.get('jaxdl:metric')}, {attrs.get('jaxdl:direction')}); its "
+            "trials would not compare with these. Use another --study name (or study_dir)",
+            spec.source)
+    return study
+
+
+def _counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    out = {s: 0 for s in ("complete", "pruned", "failed", "running", "waiting")}
+    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
+             TrialState.FAIL: "failed", TrialState.RUNNING: "running",
+             TrialState.WAITING: "waiting"}
+    for t in trials:
+        out[names[t.state]] += 1
+    out["finished"] = out["complete"] + out["pruned"]
+    return out
+
+
+class _Handoff:
+    """Holds the budget lock from the count until the objective starts (the
+    trial exists by then), so two workers never take the same budget slot."""
+
+    def __init__(self, lock_cm):
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(lock_cm)
+
+    def release(self) -> None:
+        self._stack.close()
+
+
+def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
+                 deadline: float | None, progress: _Display | None,
+                 stop: Callable[[], bool] = lambda: False) -> str:
+    """Run trials until the budget, the deadline or the failure limit.
+
+    Returns:
+      Why it stopped (one line).
+    """
+    info = storage_lib.resolve(spec.storage, spec.directory)
+    budget = _budget(spec)
+    max_failed = spec.budget.max_failed or budget
+    current: dict[str, Any] = {}
+
+    def wrapped(trial: optuna.Trial) -> float:
+        handoff = current.pop("handoff", None)
+        if handoff is not None:
+            handoff.release()
+        current["trial"] = trial
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("status", "interrupted")
+            raise
+        except DataError as e:
+            # Missing or corrupt data fails every trial alike: stop the sweep.
+            current["abort"] = e
+            raise
+
+    callbacks = [objective.cleanup]
+    if progress is not None:
+        callbacks.append(progress.trial_done)
+    while True:
+        handoff = _Handoff(storage_lib.budget_lock(info, spec.name))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            c = _counts(study.get_trials(deepcopy=False))
+            why, wait = None, False
+            if stop():
+                why = "stopped"
+            elif budget is not None and c["finished"] >= budget:
+                why = f"the study holds {c['finished']} finished trials (budget {budget})"
+            elif max_failed is not None and c["failed"] >= max_failed and c["waiting"] == 0:
+                why = (f"{c['failed']} trials failed (budget.max_failed {max_failed}); "
+                       "see their errors with jaxdl report")
+            elif deadline is not None and time.time() >= deadline:
+                why = f"timeout of {spec.budget.timeout:g} s reached"
+            elif isinstance(study.sampler, optuna.samplers.GridSampler) and \
+                    study.sampler.is_exhausted(study):
+                why = "the grid is exhausted"
+            elif budget is not None and c["finished"] + c["running"] >= budget and \
+                    c["waiting"] == 0:
+                wait = True   # the rest of the budget is running elsewhere
+        except BaseException:
+            handoff.release()
+            raise
+        if why is not None or wait:
+            handoff.release()
+            if why is not None:
+                return why
+            if progress is not None and not current.get("said_wait"):
+                current["said_wait"] = True
+                grace = spec.heartbeat.grace or 3 * spec.heartbeat.interval
+                progress.note(
+                    f"waiting for {c['running']} running trial(s) to finish the budget (a dead "
+                    f"worker's trial is re-queued after {grace} s without a heartbeat)")
+            time.sleep(_POLL_SECONDS)
+            continue
+        current.pop("said_wait", None)
+        current["handoff"] = handoff
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.optimize(wrapped, n_trials=1, catch=(Exception,), callbacks=callbacks,
+                               gc_after_trial=False, show_progress_bar=False)
+        except KeyboardInterrupt:
+            trial = current.get("trial")
+            if trial is not None:
+                # Re-queue the interrupted trial: the next run resumes it from
+                # its latest checkpoint.
+                frozen = study._storage.get_trial(trial._trial_id)
+                if frozen.state == TrialState.FAIL:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        optuna.storages.RetryHeartbeatStaleTrialCallback(
+                            max_retry=None, inherit_intermediate_values=True)(study, frozen)
+            raise
+        finally:
+            left = current.pop("handoff", None)
+            if left is not None:
+                left.release()
+        if "abort" in current:
+            raise current.pop("abort")
+
+
+# ------------------------------------------------------------------ display
+
+
+def _short(key: str) -> str:
+    name = key.rsplit(".", 1)[-1]
+    return {"learning_rate": "lr", "batch_size": "batch", "weight_decay": "wd"}.get(name, name)
+
+
+def format_params(params: dict[str, Any]) -> str:
+    parts = []
+    for k, v in params.items():
+        if isinstance(v, float):
+            v = f"{v:.3g}"
+        parts.append(f"{_short(k)}={v}")
+    return " ".join(parts)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+class _Display:
+    """The sweep-level progress display: a bar on a terminal, else one line
+    per finished trial. Everything shown is read from the storage, so the
+    parent of several workers shows the same thing."""
+
+    def __init__(self, spec: SweepSpec, study: optuna.Study, *, tty: bool, quiet: bool = False):
+        self.spec, self.study, self.tty, self.quiet = spec, study, tty, quiet
+        self.budget = _budget(spec)
+        trials = study.get_trials(deepcopy=False)
+        self.seen = {t.number for t in trials if t.state.is_finished()}
+        self.epoch: dict[int, tuple[int, int]] = {}
+        self.bar = None
+        if quiet:
+            return
+        c = _counts(trials)
+        if trials:
+            self._print(f"continuing study {spec.name!r}: {c['finished']} finished "
+                        f"({c['complete']} complete, {c['pruned']} pruned), {c['failed']} failed")
+        if tty:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.budget, initial=c["finished"], desc=f"sweep {spec.name}",
+                            unit="trial", dynamic_ncols=True, leave=True)
+
+    def _print(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def note(self, line: str) -> None:
+        if not self.quiet:
+            self._print(line)
+
+    def epoch_done(self, number: int, epoch: int, epochs: int, value: float) -> None:
+        self.epoch = {number: (epoch, epochs)}
+        self.refresh()
+
+    def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.epoch.pop(trial.number, None)
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.quiet:
+            return
+        trials = self.study.get_trials(deepcopy=False)
+        c = _counts(trials)
+        best = _best(self.study)
+        for t in trials:
+            if t.state.is_finished() and t.number not in self.seen:
+                self.seen.add(t.number)
+                self._print(f"{self._trial_line(t)} | {self._status(c, best)}")
+        if self.bar is not None:
+            self.bar.n = c["finished"]
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            now = []
+            for t in running[:3]:
+                ep = self.epoch.get(t.number)
+                step = ep[0] if ep else (t.last_step or 0)
+                total = ep[1] if ep else self.spec.base.train.epochs
+                now.append(f"#{t.number} epoch {step}/{total}")
+            post = f"pruned {c['pruned']} failed {c['failed']}"
+            if best is not None:
+                post += f" | best {_fmt(best.value)} #{best.number}"
+            if now:
+                post += " | " + ", ".join(now)
+            self.bar.set_postfix_str(post, refresh=False)
+            self.bar.refresh()
+
+    def _status(self, c: dict[str, int], best: FrozenTrial | None) -> str:
+        total = f"/{self.budget}" if self.budget else ""
+        s = (f"{c['finished']}{total} finished ({c['complete']} complete, {c['pruned']} pruned, "
+             f"{c['failed']} failed)")
+        if best is not None:
+            s += (f" | best {self.spec.metric} {_fmt(best.value)} #{best.number} "
+                  f"{format_params(space_lib.decode_params(best.params, self.spec.space))}")
+        return s
+
+    def _trial_line(self, t: FrozenTrial) -> str:
+        params = format_params(space_lib.decode_params(t.params, self.spec.space))
+        metric = self.spec.metric
+        if t.state == TrialState.COMPLETE:
+            what = f"complete {metric} {_fmt(t.value)} ({t.user_attrs.get('epochs', '?')} epochs)"
+        elif t.state == TrialState.PRUNED:
+            if t.user_attrs.get("status") == "diverged":
+                what = f"diverged at epoch {t.user_attrs.get('epochs', '?')}"
+            else:
+                last = t.intermediate_values.get(t.last_step) if t.last_step else None
+                what = (f"pruned at epoch {t.last_step} ({metric} "
+                        f"{_fmt(last) if last is not None else '?'})")
+        else:
+            err = t.user_attrs.get("error") or t.user_attrs.get("status") or "worker died"
+            what = f"failed: {str(err).splitlines()[0][:120]}"
+        return f"trial {t.number} {what} | {params}"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.refresh()
+            self.bar.close()
+
+
+def _best(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------ workers
+
+
+def _accelerators() -> list[str]:
+    """GPU ids for one-device-per-worker, without starting JAX's backend
+    (which would claim every GPU's memory in the parent)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                 timeout=20).stdout
+        except (OSError, subprocess.SubprocessError):
+            return []
+        return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+    return []
+
+
+def worker_env(index: int, workers: int, devices: list[str]) -> dict[str, str]:
+    """Environment for worker ``index``: its own GPU when there are enough,
+    else a fair share of one."""
+    if not devices:
+        return {}
+    env = {"CUDA_VISIBLE_DEVICES": devices[index % len(devices)]}
+    sharing = math.ceil(workers / len(devices))
+    if sharing > 1:
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / sharing:.2f}"
+    return env
+
+
+def _worker_main(spec: SweepSpec, index: int, env: dict[str, str], deadline: float | None,
+                 verbose: bool) -> None:
+    """Entry point of a spawned worker process."""
+    os.environ.update(env)
+    if not verbose:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    _enable_cache(spec)
+    study = open_study(spec, worker=index, create=False)
+    objective = Objective(spec, verbose=verbose)
+    try:
+        _worker_loop(spec, study, objective, deadline=deadline, progress=None)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _enable_cache(spec: SweepSpec) -> Path | None:
+    if os.environ.get("JAXDL_CACHE_DIR", "").lower() == "off":
+        return None
+    return compilation_cache.enable(spec.directory / "xla_cache")
+
+
+# ------------------------------------------------------------------ run
+
+
+def run(spec: SweepSpec, *, verbose: bool = False, progress: bool | None = None,
+        quiet: bool = False, report: bool = True,
+        storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+    """Run (or continue) the sweep until its budget is met.
+
+    Args:
+      spec: the sweep (see :func:`jaxdl.sweep.load`).
+      verbose: print each trial's epoch lines.
+      progress: a progress bar (default: when stderr is a terminal); else
+        one line per finished trial.
+      quiet: print nothing (the report's files are still written).
+      report: end by printing the ranked table and writing the plots.
+      storage: an Optuna storage object to use instead of ``spec.storage``
+        (one process only).
+
+    Returns:
+      The :class:`optuna.Study`.
+
+    Raises:
+      ConfigError: bad spec or storage.
+      KeyboardInterrupt: after re-queuing the interrupted trial (re-run to
+        continue it).
+    """
+    t0 = time.time()
+    study_dir = spec.directory
+    study_dir.mkdir(parents=True, exist_ok=True)
+    info = storage_lib.resolve(spec.storage, study_dir)
+    if spec.workers > 1 and (info.kind == "memory" or storage is not None):
+        raise ConfigError("workers: several worker processes need a shared storage "
+                          "(sqlite, journal or postgresql), not memory", spec.source)
+    verbosity = optuna.logging.get_verbosity()
+    if not verbose:   # the display says what Optuna's log would, one line a trial
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = open_study(spec, storage=storage)
+    except BaseException:
+        optuna.logging.set_verbosity(verbosity)
+        raise
+    _write_study_files(spec, info)
+    before = {t.number for t in study.get_trials(deepcopy=False)}
+    if progress is None:
+        progress = sys.stderr.isatty()
+    display = _Display(spec, study, tty=progress, quiet=quiet)
+    deadline = t0 + spec.budget.timeout if spec.budget.timeout else None
+    why = "interrupted"
+    try:
+        if spec.workers == 1:
+            _enable_cache(spec)
+            objective = Objective(spec, verbose=verbose and not quiet,
+                                  on_epoch=display.epoch_done)
+            why = _worker_loop(spec, study, objective, deadline=deadline, progress=display)
+        else:
+            why = _run_workers(spec, study, display, deadline, verbose and not quiet)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+        display.close()
+        _record_session(spec, study, t0, before, why)
+    if not quiet:
+        print(f"sweep {spec.name}: {why}")
+    if report:
+        from jaxdl.sweep.reporting import report as write_report
+
+        write_report(study, study_dir, spec=spec, quiet=quiet)
+    return study
+
+
+def _run_workers(spec: SweepSpec, study: optuna.Study, display: _Display,
+                 deadline: float | None, verbose: bool) -> str:
+    ctx = multiprocessing.get_context("spawn")   # never fork a process that imported JAX
+    devices = _accelerators()
+    procs = []
+    for i in range(spec.workers):
+        p = ctx.Process(target=_worker_main, name=f"jaxdl-sweep-worker-{i}",
+                        args=(spec, i, worker_env(i, spec.workers, devices), deadline, verbose))
+        p.start()
+        procs.append(p)
+    try:
+        while any(p.is_alive() for p in procs):
+            display.refresh()
+            time.sleep(_POLL_SECONDS)
+    except KeyboardInterrupt:
+        for p in procs:   # they got the same SIGINT; give them time to re-queue
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+        raise
+    display.refresh()
+    codes = [p.exitcode for p in procs]
+    bad = [f"worker {i} exited with {c}" for i, c in enumerate(codes) if c != 0]
+    c = _counts(study.get_trials(deepcopy=False))
+    budget = _budget(spec)
+    why = f"{spec.workers} workers finished; {c['finished']} finished trials"
+    if budget is not None:
+        why += f" (budget {budget})"
+    if bad:
+        why += "; " + ", ".join(bad)
+    return why
+
+
+def _write_study_files(spec: SweepSpec, info: storage_lib.StorageInfo) -> None:
+    d = spec.directory
+    (d / "sweep.yaml").write_text(yaml.safe_dump(
+        json.loads(json.dumps(spec.to_dict(), default=str)), sort_keys=False))
+    meta_path = d / "sweep.json"
+    meta = _read_json(meta_path)
+    meta.update({"study": spec.name, "storage": info.display, "storage_kind": info.kind,
+                 "metric": spec.metric, "direction": spec.direction, "spec": spec.source})
+    meta.setdefault("sessions", [])
+    _write_json(meta_path, meta)
+
+
+def _record_session(spec: SweepSpec, study: optuna.Study, t0: float, before: set[int],
+                    why: str) -> None:
+    """Append this invocation's figures to ``sweep.json``: wall time, trials
+    and epochs run, and compile time as a fraction of worker time.
+
+    Args:
+      before: numbers of the trials the study held when this run started.
+    """
+    wall = time.time() - t0
+    trials = [t for t in study.get_trials(deepcopy=False)
+              if t.number not in before and t.state.is_finished() and t.datetime_start
+              is not None and t.datetime_start.timestamp() >= t0 - 1]
+    compile_s = sum(float(t.user_attrs.get("compile_seconds", 0.0)) for t in trials)
+    epochs = sum(int(t.user_attrs.get("epochs", 0)) for t in trials)
+    session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t0)),
+               "wall_seconds": round(wall, 2), "workers": spec.workers,
+               "trials": len(trials), "epochs": epochs,
+               "compile_seconds": round(compile_s, 2),
+               "compile_fraction": round(compile_s / max(wall * spec.workers, 1e-9), 4),
+               "ended": why}
+    meta_path = spec.directory / "sweep.json"
+    meta = _read_json(meta_path)
+    meta.setdefault("sessions", []).append(session)
+    _write_json(meta_path, meta)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)

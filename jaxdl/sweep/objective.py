@@ -1,0 +1,171 @@
+"""The Optuna objective: one trial = one ``jaxdl.run`` of the base config with
+the trial's params, pruned from its per-epoch metric.
+
+Usable on its own::
+
+    spec = jaxdl.sweep.load("sweeps/playground_spiral.yaml")
+    objective = jaxdl.sweep.Objective(spec)
+    study = optuna.create_study(direction=spec.direction)
+    study.optimize(objective, n_trials=10, callbacks=[objective.cleanup])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from jaxdl import config as config_lib
+from jaxdl import experiment
+from jaxdl.sweep import space as space_lib
+from jaxdl.sweep.spec import SweepSpec
+
+__all__ = ["Objective", "trial_value"]
+
+EpochHook = Callable[[int, int, int, float], None]
+"""``hook(trial_number, epoch, epochs, value)`` after each reported epoch."""
+
+
+def trial_value(summary: Mapping[str, Any], metric: str, which: str) -> float:
+    """A finished run's objective value: its ``best`` or ``final`` ``metric``."""
+    split, _, name = metric.partition("_")
+    table = summary["best" if which == "best" else "final"]
+    return float(table[split][name])
+
+
+class Objective:
+    """Trains one trial and returns its objective value.
+
+    Each trial runs in ``<study_dir>/trials/trial-NNNN`` (see :meth:`run_dir`) and records, as user
+    attrs: ``run_dir``, ``host``, ``pid``, ``fingerprint``, ``status`` (the run's
+    ``completed``/``early_stopped``/``stopped``/``diverged``), ``reason``,
+    ``epochs``, ``best_epoch``, the final metrics, ``compile_seconds``,
+    ``train_seconds`` and ``wall_seconds``; an exception is recorded in
+    ``error`` before Optuna marks the trial failed.
+
+    A pruned trial raises :class:`optuna.TrialPruned`; so does a diverged one
+    (NaN/Inf loss), with ``status: diverged`` and the reason, so samplers learn
+    that region is bad. A trial re-queued after its worker died resumes from
+    the dead trial's latest checkpoint.
+
+    Args:
+      spec: the sweep.
+      study_dir: where trial run directories go (default ``spec.directory``).
+      verbose: print each trial's epoch lines.
+      on_epoch: called after each epoch (the sweep's progress display).
+    """
+
+    def __init__(self, spec: SweepSpec, study_dir: str | Path | None = None, *,
+                 verbose: bool = False, on_epoch: EpochHook | None = None):
+        self.spec = spec
+        self.study_dir = Path(study_dir) if study_dir is not None else spec.directory
+        self.verbose = verbose
+        self.on_epoch = on_epoch
+
+    def run_dir(self, number: int, study_name: str | None = None) -> Path:
+        """``trials/trial-NNNN``; trials of a study not named as the spec
+        (an ``optuna.create_study`` of your own) go under ``trials/<its name>/``."""
+        root = self.study_dir / "trials"
+        if study_name is not None and study_name != self.spec.name:
+            root = root / study_name
+        return root / f"trial-{number:04d}"
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        spec = self.spec
+        # A fresh trial has no user attrs; a re-queued one (its worker died)
+        # inherits them, its run directory included.
+        inherited = trial.user_attrs.get("run_dir")
+        try:
+            params = space_lib.suggest(trial, spec.space)
+            cfg = spec.trial_config(params)
+            if inherited and Path(inherited).is_dir() and \
+                    trial.user_attrs.get("host") == socket.gethostname():
+                run_dir, resume = Path(inherited), True   # continue the dead worker's run
+            else:
+                run_dir, resume = self.run_dir(trial.number, trial.study.study_name), False
+            trial.set_user_attr("run_dir", str(run_dir))
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
+            trial.set_user_attr("fingerprint", config_lib.fingerprint(cfg))
+            metric, epochs = spec.metric, cfg.train.epochs
+
+            def reporter(epoch: int, metrics: Mapping[str, float]) -> bool:
+                value = float(metrics[metric])
+                with warnings.catch_warnings():
+                    # A resumed trial repeats the epochs after its last
+                    # checkpoint; Optuna keeps the first (identical) report.
+                    warnings.filterwarnings("ignore", "The reported value is ignored")
+                    trial.report(value, epoch)
+                if self.on_epoch is not None:
+                    self.on_epoch(trial.number, epoch, epochs, value)
+                return trial.should_prune()
+
+            result = experiment.run(cfg, workdir=run_dir, resume=resume, reporter=reporter,
+                                    progress=False, quiet=not self.verbose)
+        except Exception as e:
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            raise
+        s = result.summary
+        split = metric.partition("_")[0]
+        attrs = {"status": s["status"], "reason": s.get("reason"), "epochs": s["epochs"],
+                 "best_epoch": s.get("best_epoch"), "final": s["final"].get(split, {}),
+                 "compile_seconds": s["compile_seconds"], "train_seconds": s["train_seconds"],
+                 "wall_seconds": s["wall_seconds"]}
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        if s["status"] == "diverged":
+            raise optuna.TrialPruned(f"diverged: {s['reason']}")
+        if s["status"] == "stopped":
+            raise optuna.TrialPruned(f"pruned after epoch {s['epochs']}")
+        value = trial_value(s, metric, spec.objective.value)
+        if not math.isfinite(value):
+            raise optuna.TrialPruned(f"diverged: {metric} is {value}")
+        return value
+
+    def cleanup(self, study: optuna.Study, trial: FrozenTrial | None = None) -> None:
+        """Remove checkpoints of finished trials other than the best (a study
+        callback; a no-op with ``keep_all``). Run directories of running and
+        queued trials (a dead worker's checkpoint that a retry will resume)
+        and every file but ``checkpoints/`` are kept."""
+        if self.spec.keep_all:
+            return
+        cleanup(study, self.study_dir)
+
+
+def cleanup(study: optuna.Study, study_dir: Path) -> list[Path]:
+    """Delete ``checkpoints/`` of every finished trial's run directory on this
+    host, except the best trial's and those a running or waiting trial uses.
+
+    Returns:
+      The checkpoint directories removed.
+    """
+    trials = study.get_trials(deepcopy=False)
+    keep: set[str] = set()
+    try:
+        keep.add(study.best_trial.user_attrs.get("run_dir", ""))
+    except ValueError:   # no complete trial yet
+        pass
+    keep |= {t.user_attrs.get("run_dir", "") for t in trials
+             if t.state in (TrialState.RUNNING, TrialState.WAITING)}
+    host = socket.gethostname()
+    removed = []
+    root = study_dir.resolve()
+    for t in trials:
+        rd = t.user_attrs.get("run_dir")
+        if not rd or rd in keep or not t.state.is_finished() or t.user_attrs.get("host") != host:
+            continue
+        ckpt = Path(rd) / "checkpoints"
+        # Only ever delete inside this study's directory.
+        if ckpt.is_dir() and root in ckpt.resolve().parents:
+            shutil.rmtree(ckpt, ignore_errors=True)
+            removed.append(ckpt)
+    return removed
