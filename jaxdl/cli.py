@@ -144,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jaxdl: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("jaxdl: interrupted; finished checkpoints are kept (use --resume)", file=sys.stderr)
+        again = ("re-run the same command to continue the study" if args.command == "sweep"
+                 else "use --resume")
+        print(f"jaxdl: interrupted; finished checkpoints are kept ({again})", file=sys.stderr)
         return 130
     return EXIT_OK
 

@@ -36,7 +36,7 @@ from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config
 from jaxdl.errors import CheckpointError, ConfigError
 from jaxdl.loop import LoopState, Reporter, fit, run_keys
-from jaxdl.metrics import MetricsWriter, json_safe, plot_curves, read_metrics
+from jaxdl.metrics import MetricsWriter, json_safe, plot_curves, read_metrics, redact
 
 __all__ = ["Restored", "RunResult", "build_engine", "default_run_dir", "evaluate", "new_state",
            "one_line", "restore", "run"]
@@ -252,7 +252,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         _write_json(run_dir / "run.json", {
             "name": cfg.name, "fingerprint": config_lib.fingerprint(cfg), "seed": cfg.seed,
             "versions": _versions(), "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()], "command": sys.argv,
+            "devices": [str(d) for d in jax.devices()], "command": [redact(a) for a in sys.argv],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "steps_per_epoch": engine.steps_per_epoch, "steps_per_call": engine.steps_per_call,
             "normalizer": dataset.normalizer.to_dict(),

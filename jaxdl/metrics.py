@@ -10,11 +10,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 __all__ = ["MetricsWriter", "json_safe", "plot_curves", "read_metrics"]
+
+
+def redact(text: str) -> str:
+    """``postgresql://user:***@host/db``: passwords in URLs never reach a
+    record, a log line or the terminal."""
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", text)
 
 
 def json_safe(obj: Any) -> Any:

@@ -32,7 +32,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from jaxdl import compilation_cache
-from jaxdl.errors import ConfigError, DataError
+from jaxdl.errors import ConfigError, DataError, JaxdlError
 from jaxdl.sweep import space as space_lib
 from jaxdl.sweep import storage as storage_lib
 from jaxdl.sweep.objective import Objective
@@ -120,7 +120,7 @@ def open_study(spec: SweepSpec, *, worker: int = 0, create: bool = True,
     if "jaxdl:base" not in attrs:
         for k, v in ident.items():
             study.set_user_attr(k, v)
-        study.set_user_attr("jaxdl:spec", json.loads(json.dumps(spec.to_dict(), default=str)))
+        study.set_user_attr("jaxdl:spec", json.loads(json.dumps(spec.to_record(), default=str)))
     elif attrs["jaxdl:base"] != ident["jaxdl:base"] or study.direction.name.lower() != \
             spec.direction:
         raise ConfigError(
@@ -165,6 +165,9 @@ def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
     info = storage_lib.resolve(spec.storage, spec.directory)
     budget = _budget(spec)
     max_failed = spec.budget.max_failed or budget
+    # Without heartbeats a RUNNING trial of a dead process would hold its
+    # budget slot forever: then running trials are not waited for.
+    heartbeat = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
     current: dict[str, Any] = {}
 
     def wrapped(trial: optuna.Trial) -> float:
@@ -191,22 +194,26 @@ def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
-            c = _counts(study.get_trials(deepcopy=False))
+            trials = study.get_trials(deepcopy=False)
+            c = _counts(trials)
+            # Failures that count: exceptions, not dead workers or Ctrl-C
+            # (those trials are re-queued).
+            errors = sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials)
             why, wait = None, False
             if stop():
                 why = "stopped"
             elif budget is not None and c["finished"] >= budget:
                 why = f"the study holds {c['finished']} finished trials (budget {budget})"
-            elif max_failed is not None and c["failed"] >= max_failed and c["waiting"] == 0:
-                why = (f"{c['failed']} trials failed (budget.max_failed {max_failed}); "
+            elif max_failed is not None and errors >= max_failed and c["waiting"] == 0:
+                why = (f"{errors} trials failed (budget.max_failed {max_failed}); "
                        "see their errors with jaxdl report")
             elif deadline is not None and time.time() >= deadline:
                 why = f"timeout of {spec.budget.timeout:g} s reached"
             elif isinstance(study.sampler, optuna.samplers.GridSampler) and \
                     study.sampler.is_exhausted(study):
                 why = "the grid is exhausted"
-            elif budget is not None and c["finished"] + c["running"] >= budget and \
-                    c["waiting"] == 0:
+            elif heartbeat and budget is not None and \
+                    c["finished"] + c["running"] >= budget and c["waiting"] == 0:
                 wait = True   # the rest of the budget is running elsewhere
         except BaseException:
             handoff.release()
@@ -236,13 +243,25 @@ def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
                 # Re-queue the interrupted trial: the next run resumes it from
                 # its latest checkpoint.
                 frozen = study._storage.get_trial(trial._trial_id)
-                if frozen.state == TrialState.FAIL:
+                if frozen.state == TrialState.FAIL and \
+                        frozen.user_attrs.get("status") == "interrupted":
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                         optuna.storages.RetryHeartbeatStaleTrialCallback(
                             max_retry=None, inherit_intermediate_values=True)(study, frozen)
             raise
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as e:
+            # The trial was failed under us (its heartbeats stalled past the
+            # grace period) and re-queued: the retry carries on with it.
+            trial = current.get("trial")
+            if trial is None or study._storage.get_trial(trial._trial_id).state == \
+                    TrialState.RUNNING:
+                raise
+            if progress is not None:
+                progress.note(f"trial {trial.number} was taken over after missed heartbeats "
+                              f"({e})")
         finally:
+            current.pop("trial", None)
             left = current.pop("handoff", None)
             if left is not None:
                 left.release()
@@ -417,12 +436,15 @@ def _worker_main(spec: SweepSpec, index: int, env: dict[str, str], deadline: flo
     if not verbose:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
     _enable_cache(spec)
-    study = open_study(spec, worker=index, create=False)
-    objective = Objective(spec, verbose=verbose)
     try:
+        study = open_study(spec, worker=index, create=False)
+        objective = Objective(spec, verbose=verbose)
         _worker_loop(spec, study, objective, deadline=deadline, progress=None)
     except KeyboardInterrupt:
         sys.exit(130)
+    except JaxdlError as e:
+        print(f"jaxdl: worker {index}: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def _enable_cache(spec: SweepSpec) -> Path | None:
@@ -493,6 +515,12 @@ def run(spec: SweepSpec, *, verbose: bool = False, progress: bool | None = None,
         _record_session(spec, study, t0, before, why)
     if not quiet:
         print(f"sweep {spec.name}: {why}")
+        s = _read_json(study_dir / "sweep.json").get("sessions", [{}])[-1]
+        if s.get("trials"):
+            of = "wall time" if spec.workers == 1 else f"{spec.workers} workers' time"
+            print(f"this run: {s['trials']} trials, {s['epochs']} epochs in "
+                  f"{s['wall_seconds']:.0f} s; compile {s['compile_seconds']:.1f} s = "
+                  f"{100 * s['compile_fraction']:.1f} % of {of}")
     if report:
         from jaxdl.sweep.reporting import report as write_report
 
@@ -522,21 +550,26 @@ def _run_workers(spec: SweepSpec, study: optuna.Study, display: _Display,
         raise
     display.refresh()
     codes = [p.exitcode for p in procs]
-    bad = [f"worker {i} exited with {c}" for i, c in enumerate(codes) if c != 0]
     c = _counts(study.get_trials(deepcopy=False))
     budget = _budget(spec)
     why = f"{spec.workers} workers finished; {c['finished']} finished trials"
     if budget is not None:
         why += f" (budget {budget})"
-    if bad:
-        why += "; " + ", ".join(bad)
+    killed = [f"worker {i} was killed by signal {-code}" for i, code in enumerate(codes)
+              if code is not None and code < 0]
+    if killed:   # its trial was re-queued; the others carried on
+        why += "; " + ", ".join(killed)
+    failed = [f"worker {i} exited with {code}" for i, code in enumerate(codes)
+              if code is not None and code > 0]
+    if failed:
+        raise JaxdlError(f"{why}; {', '.join(failed)} (its error is printed above)")
     return why
 
 
 def _write_study_files(spec: SweepSpec, info: storage_lib.StorageInfo) -> None:
     d = spec.directory
     (d / "sweep.yaml").write_text(yaml.safe_dump(
-        json.loads(json.dumps(spec.to_dict(), default=str)), sort_keys=False))
+        json.loads(json.dumps(spec.to_record(), default=str)), sort_keys=False))
     meta_path = d / "sweep.json"
     meta = _read_json(meta_path)
     meta.update({"study": spec.name, "storage": info.display, "storage_kind": info.kind,

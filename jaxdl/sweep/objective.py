@@ -11,6 +11,7 @@ Usable on its own::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -26,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from jaxdl import config as config_lib
 from jaxdl import experiment
 from jaxdl.sweep import space as space_lib
+from jaxdl.sweep import storage as storage_lib
 from jaxdl.sweep.spec import SweepSpec
 
 __all__ = ["Objective", "trial_value"]
@@ -86,11 +88,15 @@ class Objective:
         try:
             params = space_lib.suggest(trial, spec.space)
             cfg = spec.trial_config(params)
-            if inherited and Path(inherited).is_dir() and \
+            if inherited and (Path(inherited) / "checkpoints").is_dir() and \
                     trial.user_attrs.get("host") == socket.gethostname():
                 run_dir, resume = Path(inherited), True   # continue the dead worker's run
             else:
                 run_dir, resume = self.run_dir(trial.number, trial.study.study_name), False
+                k = 1
+                while run_dir.exists():   # another study used this directory before
+                    k += 1
+                    run_dir = run_dir.with_name(f"trial-{trial.number:04d}-{k}")
             trial.set_user_attr("run_dir", str(run_dir))
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
@@ -111,8 +117,9 @@ class Objective:
             result = experiment.run(cfg, workdir=run_dir, resume=resume, reporter=reporter,
                                     progress=False, quiet=not self.verbose)
         except Exception as e:
-            trial.set_user_attr("status", "failed")
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                trial.set_user_attr("status", "failed")
+                trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             raise
         s = result.summary
         split = metric.partition("_")[0]
@@ -138,7 +145,11 @@ class Objective:
         and every file but ``checkpoints/`` are kept."""
         if self.spec.keep_all:
             return
-        cleanup(study, self.study_dir)
+        info = storage_lib.resolve(self.spec.storage, self.study_dir)
+        # Under the budget lock: dead trials are failed and re-queued there,
+        # in two steps this must not fall between.
+        with storage_lib.budget_lock(info, study.study_name):
+            cleanup(study, self.study_dir)
 
 
 def cleanup(study: optuna.Study, study_dir: Path) -> list[Path]:
@@ -156,6 +167,17 @@ def cleanup(study: optuna.Study, study_dir: Path) -> list[Path]:
         pass
     keep |= {t.user_attrs.get("run_dir", "") for t in trials
              if t.state in (TrialState.RUNNING, TrialState.WAITING)}
+    # A trial whose worker died or was interrupted (failed without an error)
+    # may be resumed from its checkpoint, until a later trial finished in its
+    # directory.
+    done_later = {}
+    for t in trials:
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            done_later[t.user_attrs.get("run_dir")] = max(
+                t.number, done_later.get(t.user_attrs.get("run_dir"), -1))
+    keep |= {t.user_attrs.get("run_dir", "") for t in trials
+             if t.state == TrialState.FAIL and "error" not in t.user_attrs
+             and done_later.get(t.user_attrs.get("run_dir"), -1) < t.number}
     host = socket.gethostname()
     removed = []
     root = study_dir.resolve()

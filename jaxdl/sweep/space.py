@@ -147,7 +147,7 @@ def parse(key: str, tree: Any) -> tuple[Param | None, list[str]]:
         problems.append(f"{where}: low == high == {low}; a fixed value belongs under `set:`")
     if log and low <= 0:
         problems.append(f"{where}: log scale needs low > 0, got low {low}")
-    if log and step is not None and step != 1:
+    if log and step is not None and not (integer and step == 1):
         problems.append(f"{where}: step and log cannot be combined (Optuna samples either)")
     ratio = (high - low) / step if step is not None else 0.0
     if step is not None and not problems and abs(ratio - round(ratio)) > 1e-6:

@@ -36,6 +36,7 @@ import yaml
 from jaxdl import config as config_lib
 from jaxdl.config import Config, _build, _check, _field, _Section, _set_dotted
 from jaxdl.errors import ConfigError
+from jaxdl.metrics import redact
 from jaxdl.sweep import space as space_lib
 from jaxdl.sweep.space import Param
 
@@ -253,6 +254,14 @@ class SweepSpec:
                    keep_all=self.keep_all)
         return out
 
+    def to_record(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the storage password redacted: what is
+        written to ``sweep.yaml`` and the study's attrs."""
+        out = self.to_dict()
+        if out["storage"]:
+            out["storage"] = redact(out["storage"])
+        return out
+
     def base_fingerprint(self) -> str:
         """Identity of what every trial shares (base config and objective):
         a study continued with a different one would mix incomparable trials."""
@@ -424,6 +433,12 @@ def _cross_check(spec: SweepSpec) -> list[str]:
             problems.append(f"space.{p.key}: is an integer setting; use type: int")
     if spec.sampler.name == "grid":
         problems += space_lib.grid(spec.space)[1]
+    elif spec.budget.trials is None and spec.budget.timeout is None:
+        problems.append("budget: set trials or timeout (only a grid sampler ends by itself)")
+    hb = spec.heartbeat
+    if hb.grace is not None and hb.grace < 2 * hb.interval:
+        problems.append(f"heartbeat.grace: {hb.grace} s must be at least 2 x interval "
+                        f"({2 * hb.interval} s), or live trials would count as dead")
     if spec.sampler.name == "cmaes" and any(p.kind == "categorical" for p in spec.space):
         problems.append("sampler.name: cmaes cannot sample categorical params "
                         f"({', '.join(p.key for p in spec.space if p.kind == 'categorical')}); "

@@ -41,6 +41,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from jaxdl.errors import ConfigError
+from jaxdl.metrics import redact
 
 __all__ = ["StorageInfo", "budget_lock", "make", "redact", "resolve"]
 
@@ -63,12 +64,13 @@ class StorageInfo:
 
     @property
     def display(self) -> str:
+        """The URL to show and record: password redacted, journal files as
+        ``journal:PATH`` (which :func:`resolve` reads back)."""
+        if self.kind == "journal":
+            return f"journal:{self.url}"
         return redact(self.url)
 
 
-def redact(url: str) -> str:
-    """``postgresql://user:***@host/db``: never print or write a password."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def resolve(storage: str | None, study_dir: str | Path) -> StorageInfo:

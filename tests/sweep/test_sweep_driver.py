@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from jaxdl import config, experiment, sweep
-from jaxdl.errors import ConfigError, DataError
+from jaxdl.errors import ConfigError, DataError, JaxdlError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -145,6 +145,24 @@ def test_run_then_continue_without_losing_or_repeating(tmp_path, capsys):
         assert 0 <= s["compile_fraction"] < 1
 
 
+def test_a_journal_study_elsewhere_is_reported_from_its_directory(tmp_path):
+    journal = tmp_path / "shared" / "j.log"
+    spec = tiny(tmp_path, **{"storage": f"journal:{journal}", "budget.trials": 2})
+    sweep.run(spec, quiet=True)
+    assert journal.exists()
+    study, d = sweep.load_study(spec.directory)
+    assert d == spec.directory and len(finished(study)) == 2
+
+
+def test_a_workers_error_fails_the_sweep(tmp_path, monkeypatch):
+    # MNIST from an empty directory and a mirror that refuses at once.
+    monkeypatch.setenv("JAXDL_MIRROR", "http://127.0.0.1:9/")
+    spec = tiny(tmp_path, **{"storage": "journal", "workers": 2, "data.name": "mnist",
+                             "data.dir": str(tmp_path / "nodata")})
+    with pytest.raises(JaxdlError, match="worker 0 exited with 2"):
+        sweep.run(spec, quiet=True)
+
+
 def test_a_study_with_another_base_is_not_continued(tmp_path):
     sweep.run(tiny(tmp_path, **{"budget.trials": 1}), quiet=True)
     with pytest.raises(ConfigError, match="was run with another base config or objective"):
@@ -234,6 +252,12 @@ def test_samplers_and_pruners_all_run(tmp_path):
 def test_memory_storage_for_library_use(tmp_path):
     study = sweep.run(tiny(tmp_path, **{"storage": "memory", "budget.trials": 2}), quiet=True)
     assert len(finished(study)) == 2
+    # A second in-memory study in the same directory numbers trials from 0
+    # again: its run directories must not collide with the first one's.
+    again = sweep.run(tiny(tmp_path, **{"storage": "memory", "budget.trials": 2}), quiet=True)
+    assert len(finished(again)) == 2
+    dirs = {t.user_attrs["run_dir"] for t in study.trials + again.trials}
+    assert len(dirs) == 4
     assert not (tmp_path / "study" / "study.db").exists()
     with pytest.raises(ConfigError, match="need a shared storage"):
         sweep.run(tiny(tmp_path, **{"storage": "memory", "workers": 2}), quiet=True)

@@ -106,6 +106,8 @@ def test_bad_sections(tree_update, expected):
      "step 10 does not divide high - low = 56"),
     ({"optim.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True,
                               "step": 0.01}}, "step and log cannot be combined"),
+    ({"optim.learning_rate": {"type": "float", "low": 1.0, "high": 8.0, "log": True,
+                              "step": 1.0}}, "step and log cannot be combined"),
     ({"train.batch_size": {"type": "categorical", "choices": []}},
      "space.train.batch_size.choices: must be a non-empty list"),
     ({"train.batch_size": {"type": "categorical", "choices": [16, 16]}}, "16 is listed twice"),
@@ -141,6 +143,13 @@ def test_all_problems_in_one_error():
 ])
 def test_bad_objectives(objective, expected):
     assert expected in problems(spec_tree(objective=objective))
+
+
+def test_budget_and_heartbeat_checks():
+    assert "budget: set trials or timeout" in problems(spec_tree(budget={"trials": None}))
+    from_dict(spec_tree(budget={"trials": None, "timeout": 60}))
+    msg = problems(spec_tree(heartbeat={"interval": 10, "grace": 15}))
+    assert "heartbeat.grace: 15 s must be at least 2 x interval (20 s)" in msg
 
 
 def test_sampler_needs():
