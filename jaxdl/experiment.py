@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import platform
 import sys
 import time
@@ -36,7 +35,7 @@ from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config
 from jaxdl.errors import CheckpointError, ConfigError
 from jaxdl.loop import LoopState, Reporter, fit, run_keys
-from jaxdl.metrics import MetricsWriter, json_safe, plot_curves, read_metrics, redact
+from jaxdl.metrics import MetricsWriter, plot_curves, read_metrics, redact, write_json
 
 __all__ = ["Restored", "RunResult", "build_engine", "default_run_dir", "evaluate", "new_state",
            "one_line", "restore", "run"]
@@ -141,12 +140,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
 _FINISHED = ("completed", "early_stopped", "stopped")
 
 
@@ -249,7 +242,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     except OSError as e:
         raise CheckpointError(f"cannot write the run directory {run_dir}: {e.strerror}") from None
     if not (resume and (run_dir / "run.json").exists()):   # a resume keeps the original
-        _write_json(run_dir / "run.json", {
+        write_json(run_dir / "run.json", {
             "name": cfg.name, "fingerprint": config_lib.fingerprint(cfg), "seed": cfg.seed,
             "versions": _versions(), "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "command": [redact(a) for a in sys.argv],
@@ -321,7 +314,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         "steps_per_second": round(loop.steps / max(loop.train_seconds, 1e-9), 2),
         "run_dir": str(run_dir),
     }
-    _write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     log(one_line(summary))
     return RunResult(result.status, run_dir, summary, result.state)
 

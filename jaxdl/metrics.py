@@ -15,13 +15,22 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsWriter", "json_safe", "plot_curves", "read_metrics"]
+__all__ = ["MetricsWriter", "json_safe", "plot_curves", "read_metrics", "redact", "write_json"]
 
 
 def redact(text: str) -> str:
     """``postgresql://user:***@host/db``: passwords in URLs never reach a
     record, a log line or the terminal."""
     return re.sub(r"(://[^:/@\s]+:)[^@\s]*@", r"\1***@", text)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (a temporary file, then a rename):
+    a reader never sees half a file, a killed writer leaves the old one."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(json_safe(obj), indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def json_safe(obj: Any) -> Any:

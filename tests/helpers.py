@@ -1,6 +1,31 @@
-"""Small configs shared by the tests (fast on 2 CPU cores)."""
+"""Small configs and runners shared by the tests (fast on 2 CPU cores)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from jaxdl import config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def jaxdl(*args, check=True, timeout=300):
+    """Run the ``jaxdl`` CLI as a real subprocess in the repository root."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-m", "jaxdl", *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def tiny_sweep(tmp_path, **overrides):
+    """``sweeps/tiny_spiral.yaml`` with its study directory under ``tmp_path``."""
+    from jaxdl import sweep
+
+    return sweep.load(REPO / "sweeps" / "tiny_spiral.yaml",
+                      {"study_dir": str(tmp_path / "study"), **overrides})
 
 
 def spiral_cfg(**overrides) -> config.Config:

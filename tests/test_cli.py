@@ -12,16 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.helpers import jaxdl
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def jaxdl(*args, check=True, timeout=300):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-m", "jaxdl", *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def write_cfg(path, **sections):

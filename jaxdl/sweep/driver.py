@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from jaxdl import compilation_cache
 from jaxdl.errors import ConfigError, DataError, JaxdlError
+from jaxdl.metrics import write_json
 from jaxdl.sweep import space as space_lib
 from jaxdl.sweep import storage as storage_lib
 from jaxdl.sweep.objective import Objective
@@ -352,10 +353,11 @@ class _Display:
                 total = ep[1] if ep else self.spec.base.train.epochs
                 now.append(f"#{t.number} epoch {step}/{total}")
             post = f"pruned {c['pruned']} failed {c['failed']}"
-            if best is not None:
-                post += f" | best {_fmt(best.value)} #{best.number}"
             if now:
                 post += " | " + ", ".join(now)
+            if best is not None:
+                post += (f" | best {_fmt(best.value)} #{best.number} "
+                         f"{format_params(space_lib.decode_params(best.params, self.spec.space))}")
             self.bar.set_postfix_str(post, refresh=False)
             self.bar.refresh()
 
@@ -575,7 +577,7 @@ def _write_study_files(spec: SweepSpec, info: storage_lib.StorageInfo) -> None:
     meta.update({"study": spec.name, "storage": info.display, "storage_kind": info.kind,
                  "metric": spec.metric, "direction": spec.direction, "spec": spec.source})
     meta.setdefault("sessions", [])
-    _write_json(meta_path, meta)
+    write_json(meta_path, meta)
 
 
 def _record_session(spec: SweepSpec, study: optuna.Study, t0: float, before: set[int],
@@ -601,7 +603,7 @@ def _record_session(spec: SweepSpec, study: optuna.Study, t0: float, before: set
     meta_path = spec.directory / "sweep.json"
     meta = _read_json(meta_path)
     meta.setdefault("sessions", []).append(session)
-    _write_json(meta_path, meta)
+    write_json(meta_path, meta)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -609,9 +611,3 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -2,9 +2,6 @@
 subprocesses, and the report's table and plots."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -12,18 +9,10 @@ import pytest
 
 from jaxdl import sweep
 from jaxdl.sweep import reporting as report_lib
+from tests.helpers import jaxdl
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "sweeps" / "tiny_spiral.yaml"
-
-
-def jaxdl(*args, check=True, timeout=300):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-m", "jaxdl", *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def test_sweep_report_eval_end_to_end(tmp_path):

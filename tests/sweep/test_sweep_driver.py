@@ -10,14 +10,9 @@ from optuna.trial import TrialState
 
 from jaxdl import config, experiment, sweep
 from jaxdl.errors import ConfigError, DataError, JaxdlError
+from tests.helpers import tiny_sweep
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def tiny(tmp_path, **overrides):
-    """sweeps/tiny_spiral.yaml in a temporary study directory."""
-    return sweep.load(REPO / "sweeps" / "tiny_spiral.yaml",
-                      {"study_dir": str(tmp_path / "study"), **overrides})
 
 
 def finished(study):
@@ -35,7 +30,7 @@ class PruneAt(optuna.pruners.BasePruner):
 
 
 def test_objective_alone_with_study_optimize(tmp_path):
-    spec = tiny(tmp_path)
+    spec = tiny_sweep(tmp_path)
     objective = sweep.Objective(spec)
     study = optuna.create_study(direction=spec.direction)
     study.optimize(objective, n_trials=2, callbacks=[objective.cleanup])
@@ -58,7 +53,7 @@ def test_objective_alone_with_study_optimize(tmp_path):
 
 
 def test_pruning_stops_a_trial_and_no_more_epochs_run(tmp_path):
-    spec = tiny(tmp_path, **{"train.epochs": 6})
+    spec = tiny_sweep(tmp_path, **{"train.epochs": 6})
     study = optuna.create_study(direction=spec.direction, pruner=PruneAt(2))
     study.optimize(sweep.Objective(spec), n_trials=1)
     t = study.trials[0]
@@ -70,7 +65,7 @@ def test_pruning_stops_a_trial_and_no_more_epochs_run(tmp_path):
 
 
 def test_diverging_trial_is_pruned_with_its_reason_and_the_sweep_goes_on(tmp_path):
-    spec = tiny(tmp_path, **{
+    spec = tiny_sweep(tmp_path, **{
         "space": {"optim.learning_rate": {"type": "float", "low": 1e8, "high": 1e9,
                                           "log": True}},
         "optim.name": "sgd", "model.activation": "identity", "budget.trials": 2,
@@ -94,7 +89,7 @@ def test_an_exception_fails_one_trial_and_is_recorded(tmp_path, monkeypatch):
         return real(cfg, **kw)
 
     monkeypatch.setattr(experiment, "run", flaky)
-    study = sweep.run(tiny(tmp_path, **{"budget.trials": 3}), quiet=True)
+    study = sweep.run(tiny_sweep(tmp_path, **{"budget.trials": 3}), quiet=True)
     states = [t.state for t in study.trials]
     assert states.count(TrialState.FAIL) == 1 and len(finished(study)) == 3
     failed = next(t for t in study.trials if t.state == TrialState.FAIL)
@@ -106,7 +101,7 @@ def test_failures_stop_at_max_failed(tmp_path, monkeypatch):
         raise ValueError("broken")
 
     monkeypatch.setattr(experiment, "run", broken)
-    study = sweep.run(tiny(tmp_path, **{"budget.max_failed": 2}), quiet=True)
+    study = sweep.run(tiny_sweep(tmp_path, **{"budget.max_failed": 2}), quiet=True)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
 
 
@@ -116,13 +111,13 @@ def test_missing_data_stops_the_sweep_with_a_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment, "run", no_data)
     with pytest.raises(DataError, match="is missing"):
-        sweep.run(tiny(tmp_path), quiet=True)
+        sweep.run(tiny_sweep(tmp_path), quiet=True)
     study = sweep.load_study(tmp_path / "study")[0]
     assert [t.state for t in study.trials] == [TrialState.FAIL]
 
 
 def test_run_then_continue_without_losing_or_repeating(tmp_path, capsys):
-    spec = tiny(tmp_path, **{"budget.trials": 4})
+    spec = tiny_sweep(tmp_path, **{"budget.trials": 4})
     study = sweep.run(spec)
     out = capsys.readouterr().out
     assert "trial 0 " in out and "4/4 finished" in out and "rank  trial  state" in out
@@ -132,7 +127,7 @@ def test_run_then_continue_without_losing_or_repeating(tmp_path, capsys):
     again = sweep.run(spec, quiet=True)   # the budget is met: nothing runs
     assert {t.number: (t.params, t.value, t.state) for t in again.trials} == first
 
-    more = sweep.run(tiny(tmp_path, **{"budget.trials": 6}))
+    more = sweep.run(tiny_sweep(tmp_path, **{"budget.trials": 6}))
     out = capsys.readouterr().out
     assert "continuing study 'tiny_spiral': 4 finished" in out
     numbers = [t.number for t in more.trials]
@@ -147,7 +142,7 @@ def test_run_then_continue_without_losing_or_repeating(tmp_path, capsys):
 
 def test_a_journal_study_elsewhere_is_reported_from_its_directory(tmp_path):
     journal = tmp_path / "shared" / "j.log"
-    spec = tiny(tmp_path, **{"storage": f"journal:{journal}", "budget.trials": 2})
+    spec = tiny_sweep(tmp_path, **{"storage": f"journal:{journal}", "budget.trials": 2})
     sweep.run(spec, quiet=True)
     assert journal.exists()
     study, d = sweep.load_study(spec.directory)
@@ -157,16 +152,16 @@ def test_a_journal_study_elsewhere_is_reported_from_its_directory(tmp_path):
 def test_a_workers_error_fails_the_sweep(tmp_path, monkeypatch):
     # MNIST from an empty directory and a mirror that refuses at once.
     monkeypatch.setenv("JAXDL_MIRROR", "http://127.0.0.1:9/")
-    spec = tiny(tmp_path, **{"storage": "journal", "workers": 2, "data.name": "mnist",
+    spec = tiny_sweep(tmp_path, **{"storage": "journal", "workers": 2, "data.name": "mnist",
                              "data.dir": str(tmp_path / "nodata")})
     with pytest.raises(JaxdlError, match="worker 0 exited with 2"):
         sweep.run(spec, quiet=True)
 
 
 def test_a_study_with_another_base_is_not_continued(tmp_path):
-    sweep.run(tiny(tmp_path, **{"budget.trials": 1}), quiet=True)
+    sweep.run(tiny_sweep(tmp_path, **{"budget.trials": 1}), quiet=True)
     with pytest.raises(ConfigError, match="was run with another base config or objective"):
-        sweep.run(tiny(tmp_path, **{"budget.trials": 2, "train.epochs": 4}), quiet=True)
+        sweep.run(tiny_sweep(tmp_path, **{"budget.trials": 2, "train.epochs": 4}), quiet=True)
 
 
 def test_interrupted_trial_is_requeued_and_resumed(tmp_path, monkeypatch):
@@ -180,7 +175,7 @@ def test_interrupted_trial_is_requeued_and_resumed(tmp_path, monkeypatch):
             return stop
         return real(cfg, reporter=rep, **kw)
 
-    spec = tiny(tmp_path, **{"budget.trials": 3, "pruner.name": "none"})
+    spec = tiny_sweep(tmp_path, **{"budget.trials": 3, "pruner.name": "none"})
     monkeypatch.setattr(experiment, "run", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         sweep.run(spec, quiet=True)
@@ -202,13 +197,13 @@ def test_interrupted_trial_is_requeued_and_resumed(tmp_path, monkeypatch):
 
 
 def test_timeout_stops_starting_trials(tmp_path, capsys):
-    study = sweep.run(tiny(tmp_path, **{"budget.trials": 50, "budget.timeout": 0.01}))
+    study = sweep.run(tiny_sweep(tmp_path, **{"budget.trials": 50, "budget.timeout": 0.01}))
     assert "timeout of 0.01 s reached" in capsys.readouterr().out
     assert len(study.trials) <= 1
 
 
 def test_only_the_best_trial_keeps_checkpoints(tmp_path):
-    spec = tiny(tmp_path, **{"budget.trials": 4})
+    spec = tiny_sweep(tmp_path, **{"budget.trials": 4})
     study = sweep.run(spec, quiet=True)
     best = study.best_trial.user_attrs["run_dir"]
     with_ckpt = sorted(str(p.parent) for p in spec.directory.glob("trials/*/checkpoints"))
@@ -218,7 +213,7 @@ def test_only_the_best_trial_keeps_checkpoints(tmp_path):
     ev = experiment.evaluate(best)
     assert 0 <= ev["test"]["accuracy"] <= 1
 
-    keep = tiny(tmp_path / "k", **{"budget.trials": 3, "keep_all": True})
+    keep = tiny_sweep(tmp_path / "k", **{"budget.trials": 3, "keep_all": True})
     sweep.run(keep, quiet=True)
     assert len(list(keep.directory.glob("trials/*/checkpoints"))) == 3
 
@@ -226,7 +221,7 @@ def test_only_the_best_trial_keeps_checkpoints(tmp_path):
 def test_same_shapes_compile_once(tmp_path, monkeypatch):
     # lr and dropout are data: after the first trial nothing compiles.
     monkeypatch.setattr(experiment, "_ENGINES", type(experiment._ENGINES)())
-    study = sweep.run(tiny(tmp_path, **{"budget.trials": 4, "pruner.name": "none"}),
+    study = sweep.run(tiny_sweep(tmp_path, **{"budget.trials": 4, "pruner.name": "none"}),
                       quiet=True)
     compile_s = [t.user_attrs["compile_seconds"] for t in study.trials]
     assert compile_s[0] > 0
@@ -238,26 +233,27 @@ def test_samplers_and_pruners_all_run(tmp_path):
              "optim.learning_rate": {"type": "float", "low": 0.01, "high": 0.03, "step": 0.01}}
     for i, (sampler, pruner) in enumerate([("random", "percentile"), ("cmaes", "hyperband"),
                                            ("grid", "successive_halving"), ("qmc", "none")]):
-        spec = tiny(tmp_path / str(i), **{"space": space, "sampler.name": sampler,
+        spec = tiny_sweep(tmp_path / str(i), **{"space": space, "sampler.name": sampler,
                                           "pruner.name": pruner, "budget.trials": 3})
         study = sweep.run(spec, quiet=True)
         assert len(finished(study)) == 3, (sampler, pruner)
         assert type(study.sampler).__name__.lower().startswith(sampler[:3])
-    grid = tiny(tmp_path / "g", **{"space": space, "sampler.name": "grid", "budget.trials": None})
+    grid = tiny_sweep(tmp_path / "g",
+                      **{"space": space, "sampler.name": "grid", "budget.trials": None})
     study = sweep.run(grid, quiet=True)
     assert len(study.trials) == 6   # 2 widths x 3 learning rates, then the grid is exhausted
     assert len({tuple(t.params.values()) for t in study.trials}) == 6
 
 
 def test_memory_storage_for_library_use(tmp_path):
-    study = sweep.run(tiny(tmp_path, **{"storage": "memory", "budget.trials": 2}), quiet=True)
+    study = sweep.run(tiny_sweep(tmp_path, **{"storage": "memory", "budget.trials": 2}), quiet=True)
     assert len(finished(study)) == 2
     # A second in-memory study in the same directory numbers trials from 0
     # again: its run directories must not collide with the first one's.
-    again = sweep.run(tiny(tmp_path, **{"storage": "memory", "budget.trials": 2}), quiet=True)
+    again = sweep.run(tiny_sweep(tmp_path, **{"storage": "memory", "budget.trials": 2}), quiet=True)
     assert len(finished(again)) == 2
     dirs = {t.user_attrs["run_dir"] for t in study.trials + again.trials}
     assert len(dirs) == 4
     assert not (tmp_path / "study" / "study.db").exists()
     with pytest.raises(ConfigError, match="need a shared storage"):
-        sweep.run(tiny(tmp_path, **{"storage": "memory", "workers": 2}), quiet=True)
+        sweep.run(tiny_sweep(tmp_path, **{"storage": "memory", "workers": 2}), quiet=True)

@@ -18,13 +18,9 @@ from optuna.trial import TrialState
 
 from jaxdl import sweep
 from jaxdl.sweep import driver
+from tests.helpers import tiny_sweep
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def tiny(tmp_path, **overrides):
-    return sweep.load(REPO / "sweeps" / "tiny_spiral.yaml",
-                      {"study_dir": str(tmp_path / "study"), **overrides})
 
 
 def postgres_url() -> str:
@@ -51,7 +47,7 @@ def check_exact(study, n):
 
 
 def _three_workers(tmp_path, storage):
-    spec = tiny(tmp_path, **{"storage": storage, "workers": 3, "budget.trials": 30,
+    spec = tiny_sweep(tmp_path, **{"storage": storage, "workers": 3, "budget.trials": 30,
                              "train.epochs": 2, "name": f"w{uuid.uuid4().hex[:8]}"})
     study = sweep.run(spec, quiet=True)
     done = check_exact(study, 30)
