@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +155,7 @@ class _Handoff:
 
 
 def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
-                 deadline: float | None, progress: _Display | None,
-                 stop: Callable[[], bool] = lambda: False) -> str:
+                 deadline: float | None, progress: _Display | None) -> str:
     """Run trials until the budget, the deadline or the failure limit.
 
     Returns:
@@ -179,7 +177,8 @@ def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
         try:
             return objective(trial)
         except KeyboardInterrupt:
-            trial.set_user_attr("status", "interrupted")
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                trial.set_user_attr("status", "interrupted")
             raise
         except DataError as e:
             # Missing or corrupt data fails every trial alike: stop the sweep.
@@ -201,9 +200,7 @@ def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
             # (those trials are re-queued).
             errors = sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials)
             why, wait = None, False
-            if stop():
-                why = "stopped"
-            elif budget is not None and c["finished"] >= budget:
+            if budget is not None and c["finished"] >= budget:
                 why = f"the study holds {c['finished']} finished trials (budget {budget})"
             elif max_failed is not None and errors >= max_failed and c["waiting"] == 0:
                 why = (f"{errors} trials failed (budget.max_failed {max_failed}); "

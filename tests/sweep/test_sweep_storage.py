@@ -66,6 +66,8 @@ def test_every_storage_holds_a_study(tmp_path, url):
         assert info.path.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_journal_heartbeat_fails_and_requeues_a_dead_trial(tmp_path):
     info = storage_lib.resolve("journal", tmp_path)
     st = storage_lib.make(info, interval=1, grace=2, retries=1)
