@@ -1,0 +1,211 @@
+"""Recurrent networks: Elman RNN and LSTM layers scanned over time, stacked,
+optionally bidirectional, with masking for variable-length sequences.
+
+Equations (``x`` the input, ``h`` the hidden state, ``c`` the LSTM cell)::
+
+    Elman:  h' = act(x W_ih + b_ih + h W_hh)
+    LSTM:   [i, f, g, o] = x W_ih + b_ih + h W_hh          (4 * hidden columns)
+            c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
+            h' = sigmoid(o) * tanh(c')
+
+The input projection ``x W_ih + b_ih`` of every time step is one matmul
+before the scan; only ``h W_hh`` runs inside it. The forget-gate bias starts
+at 1 (Jozefowicz et al., 2015).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdl.models.layers import Dropout, activation
+
+__all__ = ["CELLS", "RNN", "Recurrent", "reverse_sequences"]
+
+CELLS = ("rnn", "lstm")
+
+Carry = Any
+"""Elman: ``h [batch, hidden]``; LSTM: ``(c, h)``, each ``[batch, hidden]``."""
+
+
+def reverse_sequences(x: jax.Array, lengths: jax.Array | None) -> jax.Array:
+    """Reverse each sequence of ``x [batch, time, ...]`` within its length;
+    padding stays where it is. ``lengths`` None: reverse the whole time axis."""
+    if lengths is None:
+        return x[:, ::-1]
+    t = jnp.arange(x.shape[1])[None, :]
+    lengths = jnp.asarray(lengths)[:, None]
+    idx = jnp.where(t < lengths, lengths - 1 - t, t)
+    idx = idx.reshape(idx.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, idx, axis=1)
+
+
+def _bias_init(cell: str, hidden: int):
+    def init(key, shape, dtype=jnp.float32):
+        b = jnp.zeros(shape, dtype)
+        if cell == "lstm":
+            b = b.at[hidden:2 * hidden].set(1.0)   # forget gate
+        return b
+    return init
+
+
+class Recurrent(nn.Module):
+    """One recurrent layer run over time with ``lax.scan``.
+
+    Attributes:
+      cell: ``rnn`` (Elman) or ``lstm``.
+      hidden: hidden size.
+      activation: Elman nonlinearity (LSTM gates are fixed).
+      unroll: time steps per scan iteration (a speed knob; same numbers).
+
+    Params: ``ih/kernel [in, g * hidden]``, ``ih/bias [g * hidden]``,
+    ``hh [hidden, g * hidden]`` with ``g`` 1 (Elman) or 4 (LSTM, gate order
+    i, f, g, o).
+
+    Call:
+      xs: ``[batch, time, features]`` float.
+      lengths: ``[batch]`` int valid steps per sequence (None: all). Past its
+        length a sequence's state stops changing and its outputs are 0.
+      carry: initial state (None: zeros).
+    Returns:
+      ``(carry, ys)``: the state after each sequence's last valid step, and
+      hidden states ``[batch, time, hidden]``.
+    """
+
+    cell: str = "lstm"
+    hidden: int = 128
+    activation: str = "tanh"
+    unroll: int = 1
+
+    def initial_carry(self, batch: int, dtype: Any = jnp.float32) -> Carry:
+        h = jnp.zeros((batch, self.hidden), dtype)
+        return (h, h) if self.cell == "lstm" else h
+
+    @nn.compact
+    def __call__(self, xs: jax.Array, lengths: jax.Array | None = None,
+                 carry: Carry | None = None) -> tuple[Carry, jax.Array]:
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; valid: {', '.join(CELLS)}")
+        batch, steps = xs.shape[:2]
+        g = 4 if self.cell == "lstm" else 1
+        width = g * self.hidden
+        zx = nn.Dense(width, name="ih", bias_init=_bias_init(self.cell, self.hidden))(xs)
+        w_hh = self.param("hh", nn.initializers.orthogonal(column_axis=-1),
+                          (self.hidden, width), jnp.float32)
+        if carry is None:
+            carry = self.initial_carry(batch, zx.dtype)
+        zx = jnp.swapaxes(zx, 0, 1)                       # [time, batch, g * hidden]
+        if lengths is None:
+            mask = None
+        else:
+            mask = (jnp.arange(steps)[:, None] < jnp.asarray(lengths)[None, :])[..., None]
+        act = activation(self.activation)
+        lstm = self.cell == "lstm"
+
+        def step(carry, inp):
+            z_t, m_t = inp if mask is not None else (inp, None)
+            h = carry[1] if lstm else carry
+            z = z_t + h @ w_hh
+            if lstm:
+                i, f, gg, o = jnp.split(z, 4, axis=-1)
+                c = nn.sigmoid(f) * carry[0] + nn.sigmoid(i) * jnp.tanh(gg)
+                h_new = nn.sigmoid(o) * jnp.tanh(c)
+                new = (c, h_new)
+            else:
+                h_new = act(z)
+                new = h_new
+            if m_t is not None:
+                new = jax.tree.map(lambda n, o: jnp.where(m_t, n, o), new, carry)
+                h_new = jnp.where(m_t, h_new, 0.0)
+            return new, h_new
+
+        inputs = (zx, mask) if mask is not None else zx
+        carry, ys = jax.lax.scan(step, carry, inputs, unroll=self.unroll)
+        return carry, jnp.swapaxes(ys, 0, 1)
+
+
+class RNN(nn.Module):
+    """A stack of recurrent layers with a dense head.
+
+    Attributes:
+      cell: ``rnn`` (Elman) or ``lstm``.
+      hidden: hidden size of each layer (per direction).
+      layers: stacked layers.
+      outputs: size of the head: classes, vocabulary, or regression targets.
+      bidirectional: each layer also reads the sequence backwards (within
+        each sequence's length); the directions' outputs are concatenated.
+      sequence_output: a head output for every step (language models,
+        sequence-to-sequence regression) instead of one from the last state.
+      vocab: token-id inputs with an embedding of ``embed`` units (None:
+        float features).
+      embed: embedding size.
+      dropout: dropout between layers and before the head (rate is a call
+        input, 0 included, as in :class:`~jaxdl.models.layers.Dropout`).
+      activation: Elman nonlinearity.
+      unroll: scan unrolling (speed only).
+
+    Call:
+      x: ``[batch, time, features]`` float, or ``[batch, time]`` int token
+        ids when ``vocab`` is set.
+      lengths: ``[batch]`` valid steps (None: all).
+      carry: per-layer initial states, as returned with ``return_carry``
+        (None: zeros). Not allowed with ``bidirectional``.
+      train, dropout_rate: dropout on when ``train``.
+      return_carry: also return the per-layer final states (generation
+        carries them from one call to the next).
+    Returns:
+      ``[batch, time, outputs]`` with ``sequence_output``, else
+      ``[batch, outputs]`` from the last valid step's state (both directions'
+      final states when bidirectional); with ``return_carry``,
+      ``(output, carries)``.
+    """
+
+    cell: str = "lstm"
+    hidden: int = 128
+    layers: int = 1
+    outputs: int = 1
+    bidirectional: bool = False
+    sequence_output: bool = False
+    vocab: int | None = None
+    embed: int = 64
+    dropout: bool = True
+    activation: str = "tanh"
+    unroll: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, lengths: jax.Array | None = None,
+                 carry: list[Carry] | None = None, train: bool = False,
+                 dropout_rate: jax.Array | float = 0.0, return_carry: bool = False):
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; valid: {', '.join(CELLS)}")
+        if self.layers < 1:
+            raise ValueError(f"layers must be >= 1, got {self.layers}")
+        if carry is not None and self.bidirectional:
+            raise ValueError("an initial carry needs a unidirectional RNN")
+        if self.vocab is not None:
+            x = nn.Embed(self.vocab, self.embed, name="embed")(x)
+        x = x.astype(jnp.float32)
+        carries, last = [], None
+        for i in range(self.layers):
+            if i > 0 and self.dropout:
+                x = Dropout()(x, dropout_rate, deterministic=not train)
+            layer = Recurrent(self.cell, self.hidden, self.activation, self.unroll,
+                              name=f"layer{i}" if not self.bidirectional else f"layer{i}_fwd")
+            c, ys = layer(x, lengths, None if carry is None else carry[i])
+            carries.append(c)
+            h_last = c[1] if self.cell == "lstm" else c
+            if self.bidirectional:
+                back = Recurrent(self.cell, self.hidden, self.activation, self.unroll,
+                                 name=f"layer{i}_bwd")
+                cb, yb = back(reverse_sequences(x, lengths), lengths)
+                ys = jnp.concatenate([ys, reverse_sequences(yb, lengths)], axis=-1)
+                h_last = jnp.concatenate([h_last, cb[1] if self.cell == "lstm" else cb], -1)
+            x, last = ys, h_last
+        feats = x if self.sequence_output else last
+        if self.dropout:
+            feats = Dropout()(feats, dropout_rate, deterministic=not train)
+        out = nn.Dense(self.outputs, name="head")(feats)
+        return (out, carries) if return_carry else out

@@ -1,0 +1,186 @@
+"""RNN and LSTM layers: cell equations against numpy, scan against a Python
+loop, masking, bidirectional reading, carries, gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from jaxdl.models.rnn import RNN, Recurrent, reverse_sequences
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def numpy_run(cell, params, xs, h0=None, c0=None):
+    """Reference: the cell equations step by step in numpy."""
+    w_ih = np.asarray(params["ih"]["kernel"], np.float64)
+    b = np.asarray(params["ih"]["bias"], np.float64)
+    w_hh = np.asarray(params["hh"], np.float64)
+    batch, steps, _ = xs.shape
+    hidden = w_hh.shape[0]
+    h = np.zeros((batch, hidden)) if h0 is None else h0
+    c = np.zeros((batch, hidden)) if c0 is None else c0
+    ys = []
+    for t in range(steps):
+        z = xs[:, t] @ w_ih + b + h @ w_hh
+        if cell == "lstm":
+            i, f, g, o = np.split(z, 4, axis=-1)
+            c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+            h = sigmoid(o) * np.tanh(c)
+        else:
+            h = np.tanh(z)
+        ys.append(h)
+    return (c, h), np.stack(ys, 1)
+
+
+@pytest.fixture
+def xs():
+    return np.random.default_rng(0).normal(size=(3, 7, 5)).astype(np.float32)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_params_and_shapes(cell, xs):
+    layer = Recurrent(cell, hidden=4)
+    params = layer.init(jax.random.key(0), xs)["params"]
+    g = 4 if cell == "lstm" else 1
+    assert params["ih"]["kernel"].shape == (5, 4 * g)
+    assert params["ih"]["bias"].shape == (4 * g,)
+    assert params["hh"].shape == (4, 4 * g)
+    if cell == "lstm":   # forget-gate bias starts at 1
+        np.testing.assert_array_equal(params["ih"]["bias"], [0] * 4 + [1] * 4 + [0] * 8)
+    carry, ys = layer.apply({"params": params}, xs)
+    assert ys.shape == (3, 7, 4) and ys.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_one_step_matches_the_equations(cell, xs):
+    layer = Recurrent(cell, hidden=4)
+    params = layer.init(jax.random.key(1), xs)["params"]
+    # Nonzero biases so every term counts.
+    params = jax.tree.map(lambda p: p + 0.1, params)
+    carry, ys = layer.apply({"params": params}, xs[:, :1])
+    (c, h), ref = numpy_run(cell, params, xs[:, :1].astype(np.float64))
+    np.testing.assert_allclose(ys, ref, rtol=1e-5, atol=1e-6)
+    if cell == "lstm":
+        np.testing.assert_allclose(carry[0], c, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("unroll", [1, 3])
+def test_scan_equals_a_python_loop(cell, unroll, xs):
+    layer = Recurrent(cell, hidden=6, unroll=unroll)
+    params = layer.init(jax.random.key(2), xs)["params"]
+    carry, ys = layer.apply({"params": params}, xs)
+    (c, h), ref = numpy_run(cell, params, xs.astype(np.float64))
+    np.testing.assert_allclose(ys, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(carry[1] if cell == "lstm" else carry, h, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_masking_ignores_padded_steps(cell, xs):
+    layer = Recurrent(cell, hidden=4)
+    params = layer.init(jax.random.key(3), xs)["params"]
+    lengths = jnp.array([7, 3, 1])
+    garbage = xs.copy()
+    garbage[1, 3:] = 1e3          # padding content must not matter
+    garbage[2, 1:] = -1e3
+    carry, ys = layer.apply({"params": params}, garbage, lengths)
+    for b, n in enumerate([7, 3, 1]):
+        cb, yb = layer.apply({"params": params}, xs[b:b + 1, :n])
+        np.testing.assert_allclose(ys[b, :n], yb[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(ys[b, n:], 0.0)
+        for full, part in zip(jax.tree.leaves(carry), jax.tree.leaves(cb), strict=True):
+            np.testing.assert_allclose(full[b], part[0], rtol=1e-5, atol=1e-6)
+
+
+def test_reverse_sequences():
+    x = jnp.arange(2 * 4).reshape(2, 4)[..., None]
+    out = reverse_sequences(x, jnp.array([4, 2]))[..., 0]
+    np.testing.assert_array_equal(out, [[3, 2, 1, 0], [5, 4, 6, 7]])
+    np.testing.assert_array_equal(reverse_sequences(x, None)[..., 0], [[3, 2, 1, 0], [7, 6, 5, 4]])
+
+
+def test_bidirectional_reads_each_sequence_backwards_within_its_length(xs):
+    model = RNN("lstm", hidden=4, layers=1, outputs=2, bidirectional=True, sequence_output=True)
+    lengths = jnp.array([7, 4, 2])
+    params = model.init(jax.random.key(4), xs, lengths=lengths)["params"]
+    assert set(params) == {"layer0_fwd", "layer0_bwd", "head"}
+    out = model.apply({"params": params}, xs, lengths=lengths)
+    assert out.shape == (3, 7, 2)
+    # The backward layer alone on a reversed, truncated sequence.
+    back = Recurrent("lstm", 4)
+    b = 1
+    _, yb = back.apply({"params": params["layer0_bwd"]}, xs[b:b + 1, :4][:, ::-1])
+    _, yf = back.apply({"params": params["layer0_fwd"]}, xs[b:b + 1, :4])
+    feats = jnp.concatenate([yf[0], yb[0][::-1]], -1)
+    head = params["head"]
+    np.testing.assert_allclose(out[b, :4], feats @ head["kernel"] + head["bias"],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_stacked_language_model_shapes_and_carry_continuation():
+    model = RNN("lstm", hidden=8, layers=2, outputs=11, vocab=11, embed=5,
+                sequence_output=True)
+    tokens = jax.random.randint(jax.random.key(0), (2, 10), 0, 11)
+    params = model.init(jax.random.key(1), tokens)["params"]
+    assert set(params) == {"embed", "layer0", "layer1", "head"}
+    assert params["layer1"]["ih"]["kernel"].shape == (8, 32)
+    full = model.apply({"params": params}, tokens)
+    assert full.shape == (2, 10, 11)
+    # Carrying the state across calls equals one call over the whole sequence.
+    a, carry = model.apply({"params": params}, tokens[:, :6], return_carry=True)
+    b = model.apply({"params": params}, tokens[:, 6:], carry=carry)
+    np.testing.assert_allclose(jnp.concatenate([a, b], 1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_last_state_head_for_classification(xs):
+    model = RNN("rnn", hidden=6, layers=2, outputs=3)
+    params = model.init(jax.random.key(5), xs)["params"]
+    out = model.apply({"params": params}, xs)
+    assert out.shape == (3, 3)
+    seq = RNN("rnn", hidden=6, layers=2, outputs=3, sequence_output=True)
+    per_step = seq.apply({"params": params}, xs)
+    np.testing.assert_allclose(out, per_step[:, -1], rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_between_layers_only_in_training(xs):
+    model = RNN("lstm", hidden=6, layers=2, outputs=1)
+    params = model.init(jax.random.key(6), xs)["params"]
+    a = model.apply({"params": params}, xs, train=False, dropout_rate=0.5)
+    b = model.apply({"params": params}, xs)
+    np.testing.assert_array_equal(a, b)
+    c = model.apply({"params": params}, xs, train=True, dropout_rate=0.5,
+                    rngs={"dropout": jax.random.key(0)})
+    assert not np.allclose(a, c)
+    d = model.apply({"params": params}, xs, train=True, dropout_rate=0.0,
+                    rngs={"dropout": jax.random.key(0)})
+    np.testing.assert_allclose(b, d, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_gradients_match_finite_differences(cell):
+    with jax.enable_x64(True):
+        xs = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, 3)))
+        layer = Recurrent(cell, hidden=3)
+        params = layer.init(jax.random.key(7), xs)["params"]
+        params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
+
+        def loss(params, xs):
+            _, ys = layer.apply({"params": params}, xs, jnp.array([4, 2]))
+            return jnp.sum(ys ** 2)
+
+        check_grads(loss, (params, xs), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+
+
+def test_bad_arguments():
+    x = jnp.zeros((1, 2, 3))
+    with pytest.raises(ValueError, match="unknown cell 'gru'; valid: rnn, lstm"):
+        RNN("gru").init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="layers must be >= 1"):
+        RNN("lstm", layers=0).init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="an initial carry needs a unidirectional RNN"):
+        m = RNN("lstm", hidden=2, bidirectional=True)
+        m.init(jax.random.key(0), x, carry=[(jnp.zeros((1, 2)),) * 2])
