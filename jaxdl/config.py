@@ -400,6 +400,14 @@ def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _unknown_key(key: Any, names: Sequence[str], label: str | None = None) -> str:
+    """``label: unknown key (did you mean ...?); valid keys: ...``, the hint
+    matching ``key`` against ``names`` (``label`` defaults to ``key``)."""
+    close = difflib.get_close_matches(str(key), names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{key if label is None else label}: unknown key{hint}; valid keys: {', '.join(names)}"
+
+
 def _build(cls, tree: Any, prefix: str, problems: list[str]):
     """Coerce ``tree`` into keyword arguments of ``cls`` and return a thunk
     that constructs it; append problems instead of raising."""
@@ -410,9 +418,7 @@ def _build(cls, tree: Any, prefix: str, problems: list[str]):
     names = _field_names(cls)
     for key in tree:
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{prefix}{key}: unknown key{hint}; valid keys: {', '.join(names)}")
+            problems.append(_unknown_key(key, names, f"{prefix}{key}"))
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     thunks: dict[str, Any] = {}

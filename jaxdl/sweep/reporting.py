@@ -57,10 +57,12 @@ def load_study(target: str | Path, study: str | None = None,
                               f"{getattr(e, 'strerror', None) or e})") from None
         study = study or meta.get("study")
         if storage is None:
+            # The default files of this directory (resolved below), even if
+            # the directory moved since.
             if meta.get("storage_kind") == "sqlite" and (path / "study.db").exists():
-                storage = f"sqlite:///{(path / 'study.db').resolve()}"
+                storage = "sqlite"
             elif meta.get("storage_kind") == "journal" and (path / "journal.log").exists():
-                storage = f"journal:{(path / 'journal.log').resolve()}"
+                storage = "journal"
             else:
                 storage = meta.get("storage")
             if storage and "***" in storage:

@@ -24,7 +24,6 @@ naming the file and key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -34,7 +33,7 @@ from typing import Any, ClassVar
 import yaml
 
 from jaxdl import config as config_lib
-from jaxdl.config import Config, _build, _check, _field, _Section, _set_dotted
+from jaxdl.config import Config, _build, _check, _field, _Section, _set_dotted, _unknown_key
 from jaxdl.errors import ConfigError
 from jaxdl.metrics import redact
 from jaxdl.sweep import space as space_lib
@@ -217,9 +216,7 @@ class SweepSpec:
             if head in _BASE_KEYS:   # a base config key, like an entry of `set:`
                 problems += [f"{p}" for p in _set_dotted(tree["base"], key, value)]
             elif head not in _TOP:
-                close = difflib.get_close_matches(head, _TOP, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.append(f"{key}: unknown key{hint}; valid keys: {', '.join(_TOP)}")
+                problems.append(_unknown_key(head, _TOP, key))
             elif rest:
                 if head not in _SECTIONS:
                     problems.append(f"{key}: {head} is not a section")
@@ -307,9 +304,7 @@ def from_dict(tree: Any, source: str = "<dict>", base_dir: str | Path | None = "
     problems: list[str] = []
     for key in tree:
         if key not in _TOP:
-            close = difflib.get_close_matches(str(key), _TOP, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{key}: unknown key{hint}; valid keys: {', '.join(_TOP)}")
+            problems.append(_unknown_key(key, _TOP))
 
     # The base experiment.
     base_tree = tree.get("base")
