@@ -43,6 +43,9 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "CheckpointConfig",
+    "RECURRENT_MODELS",
+    "SEQUENCE_DATASETS",
+    "SampleConfig",
     "Config",
     "DataConfig",
     "ModelConfig",
@@ -64,16 +67,21 @@ __all__ = [
 
 IMAGE_DATASETS = ("mnist", "fashion_mnist")
 PLAYGROUND_DATASETS = ("circle", "xor", "gaussian", "spiral")
-DATASETS = IMAGE_DATASETS + PLAYGROUND_DATASETS + ("linear",)
+TEXT_DATASETS = ("shakespeare",)
+# Sequence sets: every example is a sequence with a target per time step.
+SEQUENCE_DATASETS = TEXT_DATASETS + ("sine",)
+DATASETS = IMAGE_DATASETS + PLAYGROUND_DATASETS + ("linear",) + SEQUENCE_DATASETS
 FEATURES = ("x1", "x2", "x1^2", "x2^2", "x1*x2", "sin(x1)", "sin(x2)")
-MODELS = ("mlp", "cnn")
+RECURRENT_MODELS = ("rnn", "lstm")
+MODELS = ("mlp", "cnn") + RECURRENT_MODELS
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu", "identity")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
 LOSSES = ("auto", "cross_entropy", "bce", "mse")
 # What each dataset asks of a model, and what fits each task.
 DATASET_TASKS = {"mnist": "classification", "fashion_mnist": "classification",
-                 **{name: "binary" for name in PLAYGROUND_DATASETS}, "linear": "regression"}
+                 **{name: "binary" for name in PLAYGROUND_DATASETS}, "linear": "regression",
+                 "shakespeare": "classification", "sine": "regression"}
 TASK_LOSSES = {
     "classification": ("auto", "cross_entropy", "mse"),
     "binary": ("auto", "bce", "cross_entropy", "mse"),
@@ -82,10 +90,14 @@ TASK_LOSSES = {
 TASK_METRICS = {"classification": ("loss", "accuracy"), "binary": ("loss", "accuracy"),
                 "regression": ("loss",)}
 IMAGE_SPLIT_SIZES = {"train": 60_000, "test": 10_000}   # MNIST and Fashion-MNIST
+TEXT_CHARS = {"shakespeare": 1_115_394}   # characters in each corpus file
+# data.test_fraction: null picks the dataset family's default.
+DEFAULT_TEST_FRACTION = {"text": 0.05, "sine": 0.2, "other": 0.5}
 # Fields that locate things but do not change a single number of a run; they
 # are left out of the fingerprint so the same experiment on another machine
 # (or with another data directory) has the same identity.
-NOT_FINGERPRINTED = ("data.dir", "train.progress")
+NOT_FINGERPRINTED = ("data.dir", "train.progress", "sample.prompt", "sample.length",
+                     "sample.temperatures", "sample.top_k")
 
 
 def _field(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
@@ -147,11 +159,17 @@ class DataConfig(_Section):
         choices=("none", "unit", "standardize"))
     train_limit: int | None = _field(
         None, "use only the first N training examples (small-label regimes, tests)", lo=1)
-    n_samples: int = _field(1000, "synthetic sets: number of examples", lo=2)
-    noise: float = _field(0.0, "synthetic sets: noise level (playground: 0..1)", lo=0.0, hi=1.0)
-    test_fraction: float = _field(
-        0.5, "synthetic sets: fraction kept as the test split", lo=0.0, hi=1.0,
-        lo_open=True, hi_open=True)
+    n_samples: int = _field(1000, "synthetic sets: number of examples (sine: sequences)", lo=2)
+    noise: float = _field(
+        0.0, "synthetic sets: noise level (playground: 0..1; sine: standard deviation of the "
+        "input noise)", lo=0.0, hi=1.0)
+    test_fraction: float | None = _field(
+        None, "synthetic sets and text: fraction kept as the test split (text: the last "
+        "characters); null: 0.5 for playground/linear, 0.2 for sine, 0.05 for text",
+        lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    seq_len: int = _field(
+        100, "text and sine: time steps per training window (the truncated-BPTT length)",
+        lo=1, hi=100_000)
     features: tuple[str, ...] = _field(
         ("x1", "x2"), "playground sets: input features", choices=FEATURES, each=True)
     n_features: int = _field(3, "linear regression: number of input features", lo=1)
@@ -163,13 +181,17 @@ class ModelConfig(_Section):
 
     _key: ClassVar[str] = "model."
 
-    name: str = _field("mlp", "model family", choices=MODELS)
-    depth: int = _field(2, "mlp: hidden layers (0 = linear/logistic regression)", lo=0)
-    width: int = _field(128, "mlp: units per hidden layer", lo=1)
+    name: str = _field("mlp", "model family (rnn: Elman RNN, lstm: LSTM)", choices=MODELS)
+    depth: int = _field(
+        2, "mlp: hidden layers (0 = linear/logistic regression); rnn/lstm: stacked recurrent "
+        "layers (>= 1)", lo=0)
+    width: int = _field(128, "mlp: units per hidden layer; rnn/lstm: hidden size", lo=1)
     widths: tuple[int, ...] | None = _field(
         None, "mlp: explicit hidden widths (overrides depth and width)", lo=1, each=True)
-    activation: str = _field("relu", "hidden activation", choices=ACTIVATIONS)
-    dropout: float = _field(0.0, "dropout rate on hidden layers", lo=0.0, hi=1.0, hi_open=True)
+    activation: str = _field("relu", "hidden activation (rnn: the Elman nonlinearity; lstm "
+                             "gates are fixed)", choices=ACTIVATIONS)
+    dropout: float = _field(0.0, "dropout rate on hidden layers (rnn/lstm: between stacked "
+                            "layers and before the head)", lo=0.0, hi=1.0, hi_open=True)
     channels: tuple[int, ...] = _field((32, 64), "cnn: channels of each conv block", lo=1,
                                        each=True)
     kernel: int = _field(3, "cnn: square kernel size", lo=1)
@@ -180,6 +202,12 @@ class ModelConfig(_Section):
     conv: str = _field(
         "auto", "cnn: convolution lowering (auto picks the fastest measured for the backend)",
         choices=("auto", "xla", "im2col"))
+    bidirectional: bool = _field(
+        False, "rnn/lstm: each layer also reads the sequence backwards (sequence "
+        "classification only: a next-step predictor must not see the future)")
+    embed: int = _field(64, "rnn/lstm on text: character embedding size", lo=1)
+    unroll: int = _field(1, "rnn/lstm: time steps per scan iteration (speed only; same "
+                         "numbers)", lo=1, hi=1000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,8 +232,9 @@ class OptimConfig(_Section):
     decay_rate: float = _field(0.5, "exponential: multiplier per epoch", lo=0.0, hi=1.0,
                                lo_open=True)
     min_lr_ratio: float = _field(0.0, "cosine: final learning rate / peak", lo=0.0, hi=1.0)
-    clip_norm: float | None = _field(None, "clip gradients to this global norm", lo=0.0,
-                                     lo_open=True)
+    clip_norm: float | str | None = _field(
+        "auto", "clip gradients to this global norm (auto: 1.0 for rnn/lstm, off otherwise; "
+        "null: off)", lo=0.0, lo_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,6 +272,23 @@ class CheckpointConfig(_Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class SampleConfig(_Section):
+    """Text generated into ``samples.txt`` at the end of a language-model run
+    (``jaxdl sample`` takes the same settings as options). Not part of the
+    fingerprint: it changes no trained number."""
+
+    _key: ClassVar[str] = "sample."
+
+    prompt: str = _field("\n", "text the samples start from")
+    length: int = _field(500, "characters generated per sample", lo=1, hi=1_000_000)
+    temperatures: tuple[float, ...] = _field(
+        (0.5, 0.8, 1.0), "one sample per temperature (0 = always the most likely character)",
+        lo=0.0, each=True)
+    top_k: int | None = _field(None, "sample among the k most likely characters (null: all)",
+                               lo=1)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config(_Section):
     """A whole experiment. Build with :func:`load` or :func:`from_dict`."""
 
@@ -254,6 +300,7 @@ class Config(_Section):
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
 
     def __post_init__(self):
         super().__post_init__()
@@ -262,6 +309,7 @@ class Config(_Section):
             problems = _cross_check(self)
         if problems:
             raise ConfigError(problems)
+        _resolve_defaults(self)
 
     def replace(self, overrides: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Config:
         """A new, validated config with dotted keys replaced.
@@ -544,23 +592,59 @@ def monitor_mode(train: TrainConfig) -> str:
     return "max" if train.monitor.endswith("_accuracy") else "min"
 
 
+def test_fraction(data: DataConfig) -> float:
+    """``data.test_fraction`` with null resolved to the dataset family's default."""
+    if data.test_fraction is not None:
+        return data.test_fraction
+    family = ("text" if data.name in TEXT_DATASETS else "sine" if data.name == "sine"
+              else "other")
+    return DEFAULT_TEST_FRACTION[family]
+
+
+def text_split_chars(n_chars: int, data: DataConfig) -> dict[str, int]:
+    """Characters in each contiguous split of a text corpus: train first,
+    then validation, then test (the end of the text)."""
+    test = int(round(test_fraction(data) * n_chars))
+    rest = n_chars - test
+    val = int(round(data.val_fraction * rest)) if data.val_fraction > 0 else 0
+    train = rest - val
+    if data.train_limit is not None:
+        train = min(train, data.train_limit * data.seq_len + 1)
+    return {"train": train, "val": val, "test": test}
+
+
 def split_sizes(data: DataConfig) -> dict[str, int]:
     """Examples in each split, as :func:`jaxdl.data.load` will make them
-    (same rounding), without loading anything.
+    (same rounding), without loading anything. For text, an example is a
+    window of ``seq_len`` characters; the training split's count is the
+    windows of one epoch.
 
     Raises:
       ConfigError: a fraction leaves a split empty.
     """
     problems = []
+    if data.name in TEXT_DATASETS:
+        chars = text_split_chars(TEXT_CHARS[data.name], data)
+        out = {k: max(0, (v - 1) // data.seq_len) for k, v in chars.items()}
+        for split in ("train", "val", "test"):
+            if out[split] == 0 and (split != "val" or data.val_fraction > 0):
+                problems.append(
+                    f"data.seq_len: the {split} split's {chars[split]} characters hold no "
+                    f"window of {data.seq_len + 1} (seq_len + 1) characters; lower seq_len or "
+                    f"raise the split's fraction")
+        if problems:
+            raise ConfigError(problems)
+        return out
     if data.name in IMAGE_DATASETS:
         total, test = IMAGE_SPLIT_SIZES["train"], IMAGE_SPLIT_SIZES["test"]
     else:
         n = data.n_samples
-        test = int(round(data.test_fraction * n))
+        tf = test_fraction(data)
+        test = int(round(tf * n))
         total = n - test
         if not 0 < test < n:
             problems.append(
-                f"data.n_samples: {n} examples with test_fraction {data.test_fraction} leave an "
+                f"data.n_samples: {n} examples with test_fraction {tf} leave an "
                 "empty train or test split")
     val = int(round(data.val_fraction * total)) if data.val_fraction > 0 else 0
     if data.val_fraction > 0 and not 0 < val < total:
@@ -603,6 +687,27 @@ def _cross_check(cfg: Config) -> list[str]:
             f"valid: {', '.join(TASK_LOSSES[task])}")
     if cfg.data.name in PLAYGROUND_DATASETS and not cfg.data.features:
         problems.append("data.features: must name at least one feature, e.g. [x1, x2]")
+    recurrent = cfg.model.name in RECURRENT_MODELS
+    sequence_data = cfg.data.name in SEQUENCE_DATASETS
+    if sequence_data and not recurrent:
+        problems.append(
+            f"model.name: {cfg.data.name} is sequence data with a target per time step; use "
+            f"one of {', '.join(RECURRENT_MODELS)}, not {cfg.model.name!r}")
+    if recurrent and cfg.data.name not in SEQUENCE_DATASETS + IMAGE_DATASETS:
+        problems.append(
+            f"model.name: {cfg.model.name} needs sequences ({', '.join(SEQUENCE_DATASETS)}) or "
+            f"images read row by row ({', '.join(IMAGE_DATASETS)}), but data.name is "
+            f"{cfg.data.name!r}")
+    if recurrent and cfg.model.depth < 1:
+        problems.append(f"model.depth: {cfg.model.name} needs at least 1 recurrent layer, "
+                        f"got {cfg.model.depth}")
+    if recurrent and cfg.model.bidirectional and sequence_data:
+        problems.append(
+            f"model.bidirectional: a next-step predictor ({cfg.data.name}) must not read the "
+            "future; bidirectional layers are for sequence classification (e.g. mnist rows)")
+    if isinstance(cfg.optim.clip_norm, str) and cfg.optim.clip_norm != "auto":
+        problems.append(f"optim.clip_norm: expected a number > 0, auto or null, got "
+                        f"{cfg.optim.clip_norm!r}")
     if cfg.model.name == "cnn" and cfg.data.name not in IMAGE_DATASETS:
         problems.append(
             f"model.name: cnn needs image data ({', '.join(IMAGE_DATASETS)}), "
@@ -623,6 +728,19 @@ def _cross_check(cfg: Config) -> list[str]:
                 f"train.batch_size: {cfg.train.batch_size} is larger than the {sizes['train']} "
                 "training examples; lower it or use more data")
     return problems
+
+
+def _resolve_defaults(cfg: Config) -> None:
+    """Replace the ``auto``/null defaults that depend on other sections by
+    their values, so the config states (and dumps, and fingerprints) what
+    runs: an explicit ``clip_norm: 1.0`` LSTM is the same experiment as
+    ``auto``."""
+    if cfg.data.test_fraction is None:
+        object.__setattr__(cfg, "data",
+                           dataclasses.replace(cfg.data, test_fraction=test_fraction(cfg.data)))
+    if cfg.optim.clip_norm == "auto":
+        clip = 1.0 if cfg.model.name in RECURRENT_MODELS else None
+        object.__setattr__(cfg, "optim", dataclasses.replace(cfg.optim, clip_norm=clip))
 
 
 def _parse_overrides(overrides: Sequence[str] | Mapping[str, Any],

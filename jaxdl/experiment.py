@@ -8,6 +8,9 @@ A run directory holds::
     metrics.jsonl    one JSON object per evaluation (epoch, step, split, ...)
     curves.png       learning curves
     summary.json     status, final and best metrics per split, timings
+    vocab.json       text: the character vocabulary (sampling reads it)
+    samples.txt      text: generated from the best checkpoint (config ``sample``)
+    predictions.png  sine: predictions against the truth on test sequences
     checkpoints/     Orbax: the latest epoch (resume) and the best (use)
 """
 
@@ -86,7 +89,8 @@ def _shape_key(cfg: Config, dataset: data_lib.Dataset, backend: str) -> tuple:
     return (
         json.dumps(model, sort_keys=True),
         optim.structure_key(cfg.optim),
-        (dataset.task, cfg.train.loss, dataset.outputs, dataset.input_shape, len(dataset.train)),
+        (dataset.task, cfg.train.loss, dataset.outputs, dataset.input_shape, len(dataset.train),
+         dataset.window, dataset.epoch_examples, dataset.sequence, dataset.vocab is not None),
         (cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.steps_per_call),
         backend,
     )
@@ -100,15 +104,18 @@ def build_engine(cfg: Config, dataset: data_lib.Dataset) -> Engine:
     if engine is not None:
         _ENGINES.move_to_end(key)
     else:
-        n_train = len(dataset.train)
-        steps = max(1, n_train // cfg.train.batch_size)
-        model = models.make(cfg.model, dataset.outputs, backend)
+        steps = max(1, dataset.epoch_examples // cfg.train.batch_size)
+        model = models.make(cfg.model, dataset.outputs, backend,
+                            vocab=len(dataset.vocab) if dataset.vocab is not None else None,
+                            sequence_output=dataset.sequence)
         tx = optim.make(cfg.optim, steps, cfg.train.epochs)
         spc = cfg.train.steps_per_call or default_steps_per_call(
             cfg.model.name, backend, steps, models.conv_impl(cfg.model, backend))
         engine = Engine(model, tx, Task(dataset.task, cfg.train.loss),
-                        batch_size=cfg.train.batch_size, n_train=n_train, steps_per_call=spc,
-                        eval_batch_size=cfg.train.eval_batch_size, scan_eval=spc > 1)
+                        batch_size=cfg.train.batch_size, n_train=len(dataset.train),
+                        steps_per_call=spc, eval_batch_size=cfg.train.eval_batch_size,
+                        scan_eval=spc > 1, window=dataset.window,
+                        epoch_examples=dataset.epoch_examples)
         _ENGINES[key] = engine
         while len(_ENGINES) > MAX_CACHED_ENGINES:
             _ENGINES.popitem(last=False)
@@ -119,7 +126,7 @@ def new_state(cfg: Config, engine: Engine, dataset: data_lib.Dataset) -> TrainSt
     """A fresh state for ``cfg``: params from the seed's init key, and the
     config's hyperparameter values injected (the engine may have been built
     for another run of the same shape)."""
-    sample = jnp.asarray(dataset.train.x[:1])
+    sample = jnp.asarray(dataset.sample_input())
     state = init_state(engine.model, engine.tx, run_keys(cfg.seed)["init"], sample,
                        dropout=cfg.model.dropout, l2=cfg.train.l2)
     steps = engine.steps_per_epoch
@@ -250,6 +257,8 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
             "steps_per_epoch": engine.steps_per_epoch, "steps_per_call": engine.steps_per_call,
             "normalizer": dataset.normalizer.to_dict(),
         })
+    if dataset.vocab is not None:
+        dataset.vocab.save(run_dir / "vocab.json")
 
     state = new_state(cfg, engine, dataset)
     ckpt = None
@@ -290,6 +299,10 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         best["test"] = engine.evaluate(jax.device_put(best_state), test_split)
     if ckpt is not None:
         ckpt.close()
+    use_state = best_state if best_state is not None else (
+        result.state if result.status != "diverged" else None)
+    if use_state is not None and dataset.sequence:
+        _sequence_artifacts(cfg, engine, dataset, jax.device_get(use_state).params, run_dir, log)
     rows = read_metrics(run_dir / "metrics.jsonl")
     if rows:
         plot_curves(rows, run_dir / "curves.png", title=f"{cfg.name} ({result.status})")
@@ -306,6 +319,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         "mode": config_lib.monitor_mode(cfg.train),
         "final": final,
         "best": best,
+        **({"baselines": dataset.baselines} if dataset.baselines else {}),
         "wall_seconds": round(wall, 3),
         "compile_seconds": round(compile_s, 3),
         "train_seconds": round(loop.train_seconds, 3),
@@ -317,6 +331,36 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     write_json(run_dir / "summary.json", summary)
     log(one_line(summary))
     return RunResult(result.status, run_dir, summary, result.state)
+
+
+def _sequence_artifacts(cfg: Config, engine: Engine, dataset: data_lib.Dataset, params: Any,
+                        run_dir: Path, log) -> None:
+    """Text: ``samples.txt`` (one sample per ``cfg.sample`` temperature).
+    Sine: ``predictions.png`` (test sequences: input, truth, prediction)."""
+    if dataset.vocab is not None:
+        from jaxdl import generate
+
+        sc = cfg.sample
+        prompt_ids = dataset.vocab.encode(sc.prompt, unknown="map")
+        parts = []
+        for i, temperature in enumerate(sc.temperatures):
+            ids = generate.generate(engine.model, params, prompt_ids, sc.length,
+                                    jax.random.fold_in(jax.random.key(cfg.seed), i),
+                                    temperature=temperature, top_k=sc.top_k)
+            text = sc.prompt + dataset.vocab.decode(ids[0])
+            parts.append(f"=== temperature {temperature:g}"
+                         f"{f', top_k {sc.top_k}' if sc.top_k else ''} ===\n{text}\n")
+        (run_dir / "samples.txt").write_text("\n".join(parts), encoding="utf-8")
+        preview = parts[min(1, len(parts) - 1)].splitlines()[1:6]
+        log("sample: " + " / ".join(line for line in preview if line.strip())[:200])
+    elif dataset.name == "sine":
+        from jaxdl.metrics import plot_sequences
+
+        k = min(4, len(dataset.test))
+        pred = engine.model.apply({"params": params}, jnp.asarray(dataset.test.x[:k]))
+        plot_sequences(dataset.test.x[:k, :, 0], dataset.test.y[:k, :, 0],
+                       np.asarray(pred)[:, :, 0], run_dir / "predictions.png",
+                       title=f"{cfg.name}: {cfg.model.name} next-value predictions (test)")
 
 
 def _by_split(flat: Mapping[str, float]) -> dict[str, dict[str, float]]:
@@ -341,6 +385,9 @@ def one_line(summary: Mapping[str, Any]) -> str:
         m = summary["final"].get(split)
         if m:
             parts.append(" ".join(f"{split}_{k} {v:.4f}" for k, v in m.items()))
+    for split, refs in summary.get("baselines", {}).items():
+        if split == "test":
+            parts.append(" ".join(f"baseline {k} {v:.4f}" for k, v in refs.items()))
     if summary["status"] == "diverged":
         parts.append(summary["reason"])
     parts.append(summary["run_dir"])

@@ -4,6 +4,10 @@ Every function takes per-example predictions and targets plus optional
 per-example ``weights`` (1 = counts, 0 = padding) and returns a float32
 scalar: the weighted mean. Weights let evaluation pad the last batch to a
 fixed shape without biasing the numbers.
+
+Sequence outputs (``[batch, time, ...]``, a target per step) are averaged
+over time within each example first: a language model's loss is then the
+mean per character (all windows have the same length).
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ __all__ = [
 
 
 def weighted_mean(values: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-    """Mean of ``values [batch]`` weighted by ``weights [batch]`` (or plain)."""
+    """Mean of ``values [batch, ...]`` weighted by ``weights [batch]`` (or
+    plain); trailing axes (time steps) are averaged within each example."""
     values = values.astype(jnp.float32)
+    if values.ndim > 1:
+        values = jnp.mean(jnp.reshape(values, (values.shape[0], -1)), axis=-1)
     if weights is None:
         return jnp.mean(values)
     weights = weights.astype(jnp.float32)
@@ -39,8 +46,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
     """Softmax cross-entropy on integer labels, in nats.
 
     Args:
-      logits: ``[batch, classes]``.
-      labels: ``[batch]`` integers in ``[0, classes)``.
+      logits: ``[batch, classes]`` (or ``[batch, time, classes]``).
+      labels: ``[batch]`` (or ``[batch, time]``) integers in ``[0, classes)``.
     """
     losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
     return weighted_mean(losses, weights)
@@ -71,13 +78,12 @@ def mse(predictions: jax.Array, targets: jax.Array,
         raise ValueError(f"mse: predictions {predictions.shape} and targets {targets.shape} "
                          "must have the same shape")
     err = jnp.square(predictions.astype(jnp.float32) - targets.astype(jnp.float32))
-    per_example = jnp.mean(jnp.reshape(err, (err.shape[0], -1)), axis=-1)
-    return weighted_mean(per_example, weights)
+    return weighted_mean(err, weights)
 
 
 def accuracy(logits: jax.Array, labels: jax.Array,
              weights: jax.Array | None = None) -> jax.Array:
-    """Fraction of ``argmax(logits [batch, classes]) == labels [batch]``."""
+    """Fraction of ``argmax(logits [batch, (time,) classes]) == labels [batch, (time)]``."""
     return weighted_mean(jnp.argmax(logits, axis=-1) == labels, weights)
 
 

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsWriter", "json_safe", "plot_curves", "read_metrics", "redact", "write_json"]
+__all__ = ["MetricsWriter", "json_safe", "plot_curves", "plot_sequences", "read_metrics",
+           "redact", "write_json"]
 
 
 def redact(text: str) -> str:
@@ -109,6 +110,37 @@ def plot_curves(rows: Iterable[Mapping[str, Any]], path: str | Path, title: str 
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:   # a diverged first epoch plots nothing
             ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_sequences(inputs, truth, predictions, path: str | Path, title: str = "") -> Path:
+    """Next-value predictions against the truth, one panel per sequence.
+
+    Args:
+      inputs, truth, predictions: ``[n, T]``; step ``t`` of ``truth`` and
+        ``predictions`` is the value at ``t + 1``, so both are drawn one step
+        right of the inputs.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(inputs)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 2.2 * n), squeeze=False, sharex=True)
+    for i, ax in enumerate(axes[:, 0]):
+        steps = range(len(inputs[i]))
+        ax.plot(steps, inputs[i], ".", ms=3, color="0.6", label="input (noisy)")
+        ax.plot([t + 1 for t in steps], truth[i], "-", lw=1.5, label="truth (next value)")
+        ax.plot([t + 1 for t in steps], predictions[i], "--", lw=1.5, label="prediction")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc="upper right", fontsize=8, ncol=3)
+    axes[-1, 0].set_xlabel("time step")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

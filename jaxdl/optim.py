@@ -58,7 +58,7 @@ def hyperparams(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> dict[str
         eps=cfg.eps,
         decay=cfg.decay,
         weight_decay=cfg.weight_decay,
-        clip_norm=cfg.clip_norm if cfg.clip_norm is not None else 0.0,
+        clip_norm=_clip_norm(cfg) or 0.0,
         warmup_steps=cfg.warmup_epochs * steps_per_epoch,
         total_steps=max(1, epochs * steps_per_epoch),
         steps_per_epoch=max(1, steps_per_epoch),
@@ -111,8 +111,15 @@ def schedule_multiplier(kind: str, step: jax.Array, hp: Mapping[str, jax.Array])
     raise ValueError(f"unknown schedule {kind!r}")
 
 
+def _clip_norm(cfg: OptimConfig) -> float | None:
+    """The clipping norm, or None when off. ``auto`` is resolved by a whole
+    :class:`~jaxdl.config.Config` (it knows the model); in a bare
+    ``OptimConfig`` it means off."""
+    return None if cfg.clip_norm in (None, "auto") else float(cfg.clip_norm)
+
+
 def _structure(cfg: OptimConfig) -> dict[str, Any]:
-    return dict(name=cfg.name, schedule=cfg.schedule, clip=cfg.clip_norm is not None)
+    return dict(name=cfg.name, schedule=cfg.schedule, clip=_clip_norm(cfg) is not None)
 
 
 def structure_key(cfg: OptimConfig) -> tuple:

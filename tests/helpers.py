@@ -1,8 +1,11 @@
 """Small configs and runners shared by the tests (fast on 2 CPU cores)."""
 
+import collections
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from jaxdl import config
@@ -40,3 +43,41 @@ def spiral_cfg(**overrides) -> config.Config:
     }
     cfg = config.from_dict(base)
     return cfg.replace(overrides) if overrides else cfg
+
+
+class Server:
+    """Serves ``routes[path] = (status, body, mode)``; mode "truncate" lies about the length."""
+
+    def __init__(self):
+        self.routes: dict[str, tuple[int, bytes, str]] = {}
+        self.hits: collections.Counter[str] = collections.Counter()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.hits[self.path] += 1
+                status, body, mode = server.routes.get(self.path, (404, b"not found", "ok"))
+                self.send_response(status)
+                declared = len(body) + 1000 if mode == "truncate" else len(body)
+                self.send_header("Content-Length", str(declared))
+                self.end_headers()
+                self.wfile.write(body)
+                # HTTP/1.0: returning closes the connection, short of the declared length.
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def add(self, path: str, body: bytes, status: int = 200, mode: str = "ok") -> str:
+        self.routes[path] = (status, body, mode)
+        return self.base + path
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)

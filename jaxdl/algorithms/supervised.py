@@ -237,7 +237,13 @@ class Engine:
     Args:
       model, tx, task: as for :func:`make_train_step`.
       batch_size: examples per train step.
-      n_train: training examples (the epoch drops the last partial batch).
+      n_train: training examples (the epoch drops the last partial batch);
+        with ``window``, the length of the training stream.
+      window: train on windows of this many steps cut from one stream
+        ``x [n_train, ...]`` / ``y [n_train, ...]`` (text) at random offsets,
+        drawn without replacement each epoch (None: ``x`` holds examples).
+      epoch_examples: examples per epoch (default ``n_train``; with
+        ``window``, ``n_train // window``, so each step is seen about once).
       steps_per_call: train steps per compiled call (a divisor is not
         required; a shorter tail call compiles once more).
       eval_batch_size: examples per evaluation step.
@@ -246,14 +252,23 @@ class Engine:
 
     def __init__(self, model: nn.Module, tx: optax.GradientTransformation, task: Task, *,
                  batch_size: int, n_train: int, steps_per_call: int, eval_batch_size: int,
-                 scan_eval: bool = True):
-        if n_train < batch_size:
-            raise ValueError(f"batch size {batch_size} is larger than the {n_train} training "
-                             "examples; lower train.batch_size")
+                 scan_eval: bool = True, window: int | None = None,
+                 epoch_examples: int | None = None):
+        if window is not None and not 1 <= window < n_train:
+            raise ValueError(f"window {window} needs a training stream longer than it "
+                             f"(have {n_train} steps)")
+        if epoch_examples is None:
+            epoch_examples = n_train if window is None else n_train // window
+        if epoch_examples < batch_size:
+            raise ValueError(f"batch size {batch_size} is larger than the {epoch_examples} "
+                             "training examples; lower train.batch_size")
         self.model, self.tx, self.task = model, tx, task
         self.batch_size = batch_size
         self.n_train = n_train
-        self.steps_per_epoch = n_train // batch_size
+        self.window = window
+        # Indices a permutation draws from: examples, or window start offsets.
+        self.n_starts = n_train if window is None else n_train - window + 1
+        self.steps_per_epoch = min(epoch_examples, self.n_starts) // batch_size
         self.steps_per_call = max(1, min(steps_per_call, self.steps_per_epoch))
         self.eval_batch_size = eval_batch_size
         self.scan_eval = scan_eval
@@ -279,8 +294,15 @@ class Engine:
 
     def _permutation_fn(self, key: jax.Array) -> jax.Array:
         self._count("permutation")
-        perm = jax.random.permutation(key, self.n_train)
+        perm = jax.random.permutation(key, self.n_starts)
         return perm[: self.steps_per_epoch * self.batch_size].astype(jnp.int32)
+
+    def _gather(self, x: jax.Array, y: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The batch at ``idx``: examples, or windows starting there."""
+        if self.window is None:
+            return x[idx], y[idx]
+        pos = idx[:, None] + jnp.arange(self.window, dtype=idx.dtype)[None, :]
+        return x[pos], y[pos]
 
     def _chunk_fn(self, length: int, progress: bool):
         b = self.batch_size
@@ -290,7 +312,7 @@ class Engine:
 
             def body(state, i):
                 idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * b, b)
-                state, metrics = self.train_step(state, (x[idx], y[idx]), rng)
+                state, metrics = self.train_step(state, self._gather(x, y, idx), rng)
                 if progress and length > 1:
                     # Live progress from inside a scanned epoch: a host
                     # callback every `progress_every` steps. It only reads

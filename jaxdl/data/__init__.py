@@ -1,4 +1,5 @@
-"""Datasets: MNIST-style IDX files, the 2-D playground, linear regression.
+"""Datasets: MNIST-style IDX files, the 2-D playground, linear regression,
+character text (tiny Shakespeare) and sine sequences.
 
 ``load(cfg.data, seed)`` returns a :class:`Dataset` of normalised float32
 splits on the host; the training engine moves them to the device once.
@@ -6,6 +7,13 @@ splits on the host; the training engine moves them to the device once.
 Data directory: ``data.dir`` in the config, else ``$JAXDL_DATA_DIR``, else
 ``~/.cache/jaxdl``. MNIST and Fashion-MNIST are downloaded there on first use
 and verified by SHA-256; a corrupt copy is re-fetched, never used.
+
+Sequence sets have a target per time step. Text is a stream: its training
+split is the whole character sequence (``train.x`` the characters,
+``train.y`` the next ones) and each training batch takes random windows of
+``data.seq_len`` characters from it (``Dataset.window``); validation and
+test are non-overlapping windows. Sequence sets are not normalised (text is
+token ids, sine values are already of order 1).
 """
 
 from __future__ import annotations
@@ -15,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxdl.config import IMAGE_DATASETS, PLAYGROUND_DATASETS, DataConfig
-from jaxdl.data import download, idx, synthetic
+from jaxdl import config as config_lib
+from jaxdl.config import IMAGE_DATASETS, PLAYGROUND_DATASETS, TEXT_DATASETS, DataConfig
+from jaxdl.data import download, idx, synthetic, text
 from jaxdl.data.pipeline import Normalizer, Split, fit_normalizer, seeded_rng, split_off
+from jaxdl.data.text import Vocab
 
-__all__ = ["Dataset", "Normalizer", "Split", "TASKS", "load"]
+__all__ = ["Dataset", "Normalizer", "Split", "TASKS", "Vocab", "load"]
 
 TASKS = ("classification", "binary", "regression")
 
@@ -35,6 +45,11 @@ class Dataset:
       outputs: units of the model's last layer.
       train, val, test: splits; ``val`` is None when ``val_fraction`` is 0.
       normalizer: the transform fitted on ``train`` (apply it to new inputs).
+      vocab: text: the character vocabulary (inputs are its ids).
+      window: text: training windows of this many steps are cut from the
+        ``train`` stream at random offsets (None: ``train`` holds examples).
+      sequence: targets per time step (``y [n, T, ...]``).
+      baselines: reference metrics per split, e.g. ``{"test": {"repeat_last_mse": ...}}``.
     """
 
     name: str
@@ -44,10 +59,31 @@ class Dataset:
     val: Split | None
     test: Split
     normalizer: Normalizer
+    vocab: Vocab | None = None
+    window: int | None = None
+    sequence: bool = False
+    baselines: dict = dataclasses.field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """The shape of one model input example."""
+        if self.window is not None:
+            return (self.window, *self.train.x.shape[1:])
         return tuple(self.train.x.shape[1:])
+
+    @property
+    def epoch_examples(self) -> int:
+        """Training examples per epoch: windows of the stream for text (each
+        character is seen about once), else the training split's size."""
+        if self.window is not None:
+            return len(self.train) // self.window
+        return len(self.train)
+
+    def sample_input(self) -> np.ndarray:
+        """One input example with a batch axis (for ``model.init``)."""
+        if self.window is not None:
+            return self.train.x[None, : self.window]
+        return self.train.x[:1]
 
     def splits(self) -> dict[str, Split]:
         out = {"train": self.train, "val": self.val, "test": self.test}
@@ -90,6 +126,10 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
     Raises:
       DataError: a file is missing, corrupt, or cannot be downloaded.
     """
+    if cfg.name in TEXT_DATASETS:
+        return _load_text(cfg)
+    if cfg.name == "sine":
+        return _load_sine(cfg, seed)
     if cfg.name in IMAGE_DATASETS:
         arrays = _idx_arrays(cfg.name, download.default_data_dir(cfg.dir))
         train = Split(arrays["x_train"], arrays["y_train"].astype(np.int32))
@@ -99,13 +139,14 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
         x, y = synthetic.playground(cfg.name, cfg.n_samples, cfg.noise,
                                     int(seeded_rng(seed, "synthetic").integers(2**31)))
         x = synthetic.add_features(x, cfg.features)
-        train, test = split_off(Split(x, y.astype(np.int32)), cfg.test_fraction,
+        train, test = split_off(Split(x, y.astype(np.int32)), config_lib.test_fraction(cfg),
                                 seeded_rng(seed, "split"))
         task, outputs, image = "binary", 1, False
     elif cfg.name == "linear":
         x, y = synthetic.linear_regression(cfg.n_samples, cfg.n_features, cfg.noise,
                                            int(seeded_rng(seed, "synthetic").integers(2**31)))
-        train, test = split_off(Split(x, y), cfg.test_fraction, seeded_rng(seed, "split"))
+        train, test = split_off(Split(x, y), config_lib.test_fraction(cfg),
+                                seeded_rng(seed, "split"))
         task, outputs, image = "regression", int(y.shape[-1]), False
     else:
         raise ValueError(f"unknown dataset {cfg.name!r}")
@@ -122,3 +163,42 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
         return None if s is None else Split(norm(s.x), s.y)
 
     return Dataset(cfg.name, task, outputs, apply(train), apply(val), apply(test), norm)
+
+
+def _load_text(cfg: DataConfig) -> Dataset:
+    corpus, sha = text.load_corpus(cfg.name, download.default_data_dir(cfg.dir))
+    n = len(corpus)
+    region = config_lib.text_split_chars(n, dataclasses.replace(cfg, train_limit=None))
+    used = config_lib.text_split_chars(n, cfg)
+    train_end = region["train"]
+    val_end = train_end + region["val"]
+    parts = {"train": corpus[: used["train"]], "val": corpus[train_end:val_end],
+             "test": corpus[val_end:]}
+    vocab = Vocab.build(parts["train"], sha)
+    if not set(parts["val"] + parts["test"]) <= set(vocab.chars):
+        vocab = Vocab((*vocab.chars, text.UNKNOWN), sha)
+    ids = {k: vocab.encode(v, unknown="map") for k, v in parts.items()}
+    train = Split(ids["train"][:-1], ids["train"][1:])
+    val = Split(*text.windows(ids["val"], cfg.seq_len)) if cfg.val_fraction > 0 else None
+    test = Split(*text.windows(ids["test"], cfg.seq_len))
+    norm = fit_normalizer(train.x, "none", False)
+    return Dataset(cfg.name, "classification", len(vocab), train, val, test, norm,
+                   vocab=vocab, window=cfg.seq_len, sequence=True)
+
+
+def _load_sine(cfg: DataConfig, seed: int) -> Dataset:
+    x, y = synthetic.sine_sequences(cfg.n_samples, cfg.seq_len, cfg.noise,
+                                    int(seeded_rng(seed, "synthetic").integers(2**31)))
+    train, test = split_off(Split(x, y), config_lib.test_fraction(cfg), seeded_rng(seed, "split"))
+    val = None
+    if cfg.val_fraction > 0:
+        train, val = split_off(train, cfg.val_fraction, seeded_rng(seed, "val"))
+    if cfg.train_limit is not None and cfg.train_limit < len(train):
+        train = train.take(np.arange(cfg.train_limit))
+    splits = {"train": train, "val": val, "test": test}
+    # "Repeat the last value": predict s_{t+1} as the noisy s_t just seen.
+    baselines = {k: {"repeat_last_mse": float(np.mean(np.square(s.x - s.y)))}
+                 for k, s in splits.items() if s is not None}
+    norm = fit_normalizer(train.x, "none", False)
+    return Dataset(cfg.name, "regression", 1, train, val, test, norm, sequence=True,
+                   baselines=baselines)

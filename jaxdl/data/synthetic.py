@@ -1,4 +1,5 @@
-"""Small synthetic datasets: the TensorFlow Playground sets and linear regression.
+"""Small synthetic datasets: the TensorFlow Playground sets, linear
+regression, and noisy multi-frequency sine sequences.
 
 The four 2-D classification sets follow the definitions in the Playground's
 ``dataset.ts`` (same radii, padding, centres, spiral turns and noise scales),
@@ -21,7 +22,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["PLAYGROUND", "FEATURES", "playground", "add_features", "linear_regression"]
+__all__ = ["PLAYGROUND", "FEATURES", "playground", "add_features", "linear_regression",
+           "sine_sequences"]
 
 PLAYGROUND = ("circle", "xor", "gaussian", "spiral")
 
@@ -198,3 +200,45 @@ def linear_regression(
     x = rng.normal(size=(n_samples, n_features)).astype(np.float32)
     y = x.astype(np.float64) @ w + b + noise * rng.normal(size=(n_samples, 1))
     return x, y.astype(np.float32)
+
+
+SINE_COMPONENTS = 3
+SINE_PERIODS = (6.0, 40.0)      # time steps per cycle, drawn log-uniformly
+SINE_AMPLITUDES = (0.1, 0.5)
+
+
+def sine_sequences(n_sequences: int, steps: int, noise: float, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy sums of sines, for next-value prediction.
+
+    Each sequence is ``s_t = sum_k a_k sin(2 pi t / p_k + phi_k)`` over
+    ``SINE_COMPONENTS`` components with its own periods ``p_k`` (log-uniform
+    in ``SINE_PERIODS`` steps), amplitudes ``a_k`` and phases. The model sees
+    ``s_t + noise * N(0, 1)`` and predicts the clean next value ``s_{t+1}``
+    at every step: to beat "repeat the last value" it has to infer the
+    frequencies from the past and filter out the noise.
+
+    Args:
+      n_sequences: number of sequences n.
+      steps: time steps per sequence T.
+      noise: standard deviation of the input noise (>= 0).
+      seed: seed for ``np.random.default_rng``.
+
+    Returns:
+      x: float32 ``[n, T, 1]``, the noisy values ``s_0 .. s_{T-1}`` (+ noise).
+      y: float32 ``[n, T, 1]``, the clean next values ``s_1 .. s_T``.
+    """
+    if n_sequences < 0 or steps < 1:
+        raise ValueError(f"need n_sequences >= 0 and steps >= 1, got {n_sequences}, {steps}")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    rng = np.random.default_rng(seed)
+    shape = (n_sequences, 1, SINE_COMPONENTS)
+    lo, hi = np.log(SINE_PERIODS[0]), np.log(SINE_PERIODS[1])
+    period = np.exp(rng.uniform(lo, hi, shape))
+    amplitude = rng.uniform(*SINE_AMPLITUDES, shape)
+    phase = rng.uniform(0.0, 2.0 * np.pi, shape)
+    t = np.arange(steps + 1, dtype=np.float64)[None, :, None]
+    clean = np.sum(amplitude * np.sin(2.0 * np.pi * t / period + phase), axis=-1)
+    noisy = clean[:, :steps] + noise * rng.normal(size=(n_sequences, steps))
+    return (noisy[..., None].astype(np.float32), clean[:, 1:, None].astype(np.float32))

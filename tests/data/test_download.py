@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import collections
 import gzip
 import hashlib
-import http.server
 import logging
 import os
 import socket
 import stat
 import struct
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ import pytest
 
 from jaxdl.data import download, idx
 from jaxdl.errors import DataError
+from tests.helpers import Server
 
 TIMEOUT = 5.0
 
@@ -36,44 +34,6 @@ def sha(data: bytes) -> str:
 
 GOOD = idx_gz(np.arange(3 * 28 * 28, dtype=np.uint64).reshape(3, 28, 28) % 251)
 OTHER = idx_gz(np.zeros((2, 28, 28)))
-
-
-class Server:
-    """Serves ``routes[path] = (status, body, mode)``; mode "truncate" lies about the length."""
-
-    def __init__(self):
-        self.routes: dict[str, tuple[int, bytes, str]] = {}
-        self.hits: collections.Counter[str] = collections.Counter()
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                server.hits[self.path] += 1
-                status, body, mode = server.routes.get(self.path, (404, b"not found", "ok"))
-                self.send_response(status)
-                declared = len(body) + 1000 if mode == "truncate" else len(body)
-                self.send_header("Content-Length", str(declared))
-                self.end_headers()
-                self.wfile.write(body)
-                # HTTP/1.0: returning closes the connection, short of the declared length.
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def add(self, path: str, body: bytes, status: int = 200, mode: str = "ok") -> str:
-        self.routes[path] = (status, body, mode)
-        return self.base + path
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")
