@@ -184,3 +184,30 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="an initial carry needs a unidirectional RNN"):
         m = RNN("lstm", hidden=2, bidirectional=True)
         m.init(jax.random.key(0), x, carry=[(jnp.zeros((1, 2)),) * 2])
+
+
+def test_hand_written_lstm_backward_equals_autodiff():
+    from jaxdl.models.rnn import _lstm_forward, lstm_scan
+
+    k = jax.random.split(jax.random.key(7), 5)
+    T, B, H = 6, 3, 4
+    w = jax.random.normal(k[0], (H, 4 * H)) * 0.5
+    zx = jax.random.normal(k[1], (T, B, 4 * H))
+    c0, h0 = jax.random.normal(k[2], (B, H)), jax.random.normal(k[3], (B, H))
+    probe = jax.random.normal(k[4], (T, B, H))
+
+    def loss(scan):
+        def f(w, zx, c0, h0):
+            hs, (c, h) = scan(w, zx, c0, h0)
+            # Cotangents on every output: all steps and both final states.
+            return jnp.sum(hs * probe) + jnp.sum(c ** 2) + 0.5 * jnp.sum(h)
+        return f
+
+    def autodiff(w, zx, c0, h0):
+        (c, h), hs, _ = _lstm_forward(w, zx, c0, h0, 1)
+        return hs, (c, h)
+
+    mine = jax.grad(loss(lambda *a: lstm_scan(*a, 1)), argnums=(0, 1, 2, 3))(w, zx, c0, h0)
+    ref = jax.grad(loss(autodiff), argnums=(0, 1, 2, 3))(w, zx, c0, h0)
+    for a, b in zip(mine, ref, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

@@ -11,10 +11,20 @@ Equations (``x`` the input, ``h`` the hidden state, ``c`` the LSTM cell)::
 The input projection ``x W_ih + b_ih`` of every time step is one matmul
 before the scan; only ``h W_hh`` runs inside it. The forget-gate bias starts
 at 1 (Jozefowicz et al., 2015).
+
+Unmasked LSTM layers (the language-model case) run through
+:func:`lstm_scan`, whose backward pass is written by hand: the forward scan
+keeps the activated gates and their derivatives, the backward scan does one
+``dz @ W_hh^T`` per step, and ``dW_hh`` is one large matmul after it instead
+of a small one accumulated every step. Measured on XLA CPU (2 cores, batch
+64, hidden 256, 100 steps) this takes the layer's gradient from 150 ms to
+about 100 ms (``benchmarks/lstm_speed.py``); the numbers agree with JAX's
+own autodiff to float32 rounding (tested).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -23,7 +33,7 @@ import jax.numpy as jnp
 
 from jaxdl.models.layers import Dropout, activation
 
-__all__ = ["CELLS", "RNN", "Recurrent", "reverse_sequences"]
+__all__ = ["CELLS", "RNN", "Recurrent", "lstm_scan", "reverse_sequences"]
 
 CELLS = ("rnn", "lstm")
 
@@ -31,9 +41,13 @@ Carry = Any
 """Elman: ``h [batch, hidden]``; LSTM: ``(c, h)``, each ``[batch, hidden]``."""
 
 
-def reverse_sequences(x: jax.Array, lengths: jax.Array | None) -> jax.Array:
-    """Reverse each sequence of ``x [batch, time, ...]`` within its length;
-    padding stays where it is. ``lengths`` None: reverse the whole time axis."""
+def reverse_sequences(x: jax.Array, lengths: jax.Array | None, *,
+                      time_major: bool = False) -> jax.Array:
+    """Reverse each sequence of ``x [batch, time, ...]`` (``[time, batch,
+    ...]`` when ``time_major``) within its length; padding stays where it
+    is. ``lengths`` None: reverse the whole time axis."""
+    if time_major:
+        return jnp.swapaxes(reverse_sequences(jnp.swapaxes(x, 0, 1), lengths), 0, 1)
     if lengths is None:
         return x[:, ::-1]
     t = jnp.arange(x.shape[1])[None, :]
@@ -41,6 +55,78 @@ def reverse_sequences(x: jax.Array, lengths: jax.Array | None) -> jax.Array:
     idx = jnp.where(t < lengths, lengths - 1 - t, t)
     idx = idx.reshape(idx.shape + (1,) * (x.ndim - 2))
     return jnp.take_along_axis(x, idx, axis=1)
+
+
+def _lstm_forward(w_hh, zx, c0, h0, unroll):
+    """The LSTM scan, time-major; also returns what the backward pass needs:
+    the activated gates ``[time, batch, 4 * hidden]`` and the cell states."""
+    hidden = h0.shape[-1]
+    # sigmoid(x) = (1 + tanh(x / 2)) / 2: one tanh over all four gates.
+    scale = jnp.where((jnp.arange(4 * hidden) // hidden) == 2, 1.0, 0.5).astype(zx.dtype)
+
+    def step(carry, z_t):
+        c, h = carry
+        u = jnp.tanh((z_t + h @ w_hh) * scale)
+        s = 0.5 * u + 0.5
+        i, f, g, o = s[:, :hidden], s[:, hidden:2 * hidden], u[:, 2 * hidden:3 * hidden], \
+            s[:, 3 * hidden:]
+        c_new = f * c + i * g
+        h_new = o * jnp.tanh(c_new)
+        return (c_new, h_new), (h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1))
+
+    (c_t, h_t), (hs, cs, gates) = jax.lax.scan(step, (c0, h0), zx, unroll=unroll)
+    return (c_t, h_t), hs, (cs, gates)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def lstm_scan(w_hh: jax.Array, zx: jax.Array, c0: jax.Array, h0: jax.Array,
+              unroll: int = 1) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """An LSTM over time with a hand-written backward pass.
+
+    Args:
+      w_hh: ``[hidden, 4 * hidden]`` recurrent weights (gates i, f, g, o).
+      zx: ``[time, batch, 4 * hidden]`` input projections (bias included).
+      c0, h0: ``[batch, hidden]`` initial cell and hidden state.
+      unroll: scan unrolling.
+    Returns:
+      ``(hs [time, batch, hidden], (c_T, h_T))``.
+    """
+    (c_t, h_t), hs, _ = _lstm_forward(w_hh, zx, c0, h0, unroll)
+    return hs, (c_t, h_t)
+
+
+def _lstm_scan_fwd(w_hh, zx, c0, h0, unroll):
+    (c_t, h_t), hs, saved = _lstm_forward(w_hh, zx, c0, h0, unroll)
+    return (hs, (c_t, h_t)), (w_hh, hs, c0, h0, saved)
+
+
+def _lstm_scan_bwd(unroll, residuals, grads):
+    w_hh, hs, c0, h0, (cs, gates) = residuals
+    d_hs, (d_ct, d_ht) = grads
+    hidden = h0.shape[-1]
+    c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)
+    w_t = w_hh.T
+
+    def step(carry, inp):
+        dh, dc = carry
+        dh_out, c_t, c_p, a = inp
+        i, f, g, o = (a[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        dh = dh + dh_out
+        tc = jnp.tanh(c_t)
+        dc = dc + dh * o * (1.0 - tc * tc)
+        # d(pre-activation) of the gates i, f, g, o.
+        dz = jnp.concatenate([dc * g * i * (1.0 - i), dc * c_p * f * (1.0 - f),
+                              dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=-1)
+        return (dz @ w_t, dc * f), dz
+
+    (dh0, dc0), dzs = jax.lax.scan(step, (d_ht, d_ct), (d_hs, cs, c_prev, gates),
+                                   reverse=True, unroll=unroll)
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
+    d_w = h_prev.reshape(-1, hidden).T @ dzs.reshape(-1, 4 * hidden)
+    return d_w, dzs, dc0, dh0
+
+
+lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
 
 
 def _bias_init(cell: str, hidden: int):
@@ -60,6 +146,8 @@ class Recurrent(nn.Module):
       hidden: hidden size.
       activation: Elman nonlinearity (LSTM gates are fixed).
       unroll: time steps per scan iteration (a speed knob; same numbers).
+      time_major: inputs and outputs are ``[time, batch, ...]`` (saves two
+        transposes; :class:`RNN` runs its stack this way).
 
     Params: ``ih/kernel [in, g * hidden]``, ``ih/bias [g * hidden]``,
     ``hh [hidden, g * hidden]`` with ``g`` 1 (Elman) or 4 (LSTM, gate order
@@ -79,6 +167,7 @@ class Recurrent(nn.Module):
     hidden: int = 128
     activation: str = "tanh"
     unroll: int = 1
+    time_major: bool = False
 
     def initial_carry(self, batch: int, dtype: Any = jnp.float32) -> Carry:
         h = jnp.zeros((batch, self.hidden), dtype)
@@ -89,7 +178,7 @@ class Recurrent(nn.Module):
                  carry: Carry | None = None) -> tuple[Carry, jax.Array]:
         if self.cell not in CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; valid: {', '.join(CELLS)}")
-        batch, steps = xs.shape[:2]
+        steps, batch = xs.shape[:2] if self.time_major else xs.shape[1::-1]
         g = 4 if self.cell == "lstm" else 1
         width = g * self.hidden
         zx = nn.Dense(width, name="ih", bias_init=_bias_init(self.cell, self.hidden))(xs)
@@ -97,7 +186,9 @@ class Recurrent(nn.Module):
                           (self.hidden, width), jnp.float32)
         if carry is None:
             carry = self.initial_carry(batch, zx.dtype)
-        zx = jnp.swapaxes(zx, 0, 1)                       # [time, batch, g * hidden]
+        if not self.time_major:
+            zx = jnp.swapaxes(zx, 0, 1)                   # [time, batch, g * hidden]
+        out = (lambda ys: ys) if self.time_major else (lambda ys: jnp.swapaxes(ys, 0, 1))
         if lengths is None:
             mask = None
         else:
@@ -122,9 +213,14 @@ class Recurrent(nn.Module):
                 h_new = jnp.where(m_t, h_new, 0.0)
             return new, h_new
 
+        if lstm and mask is None:
+            c0, h0 = carry
+            ys, carry = lstm_scan(w_hh, zx, c0.astype(zx.dtype), h0.astype(zx.dtype),
+                                  self.unroll)
+            return carry, out(ys)
         inputs = (zx, mask) if mask is not None else zx
         carry, ys = jax.lax.scan(step, carry, inputs, unroll=self.unroll)
-        return carry, jnp.swapaxes(ys, 0, 1)
+        return carry, out(ys)
 
 
 class RNN(nn.Module):
@@ -148,8 +244,10 @@ class RNN(nn.Module):
       unroll: scan unrolling (speed only).
 
     Call:
-      x: ``[batch, time, features]`` float, or ``[batch, time]`` int token
-        ids when ``vocab`` is set.
+      x: ``[batch, time, features]`` float (``[batch, time]`` gets one
+        feature; ``[batch, time, a, b, ...]`` is flattened to ``a * b * ...``
+        features, so a ``[batch, 28, 28]`` image is read row by row), or
+        ``[batch, time]`` int token ids when ``vocab`` is set.
       lengths: ``[batch]`` valid steps (None: all).
       carry: per-layer initial states, as returned with ``return_carry``
         (None: zeros). Not allowed with ``bidirectional``.
@@ -185,27 +283,40 @@ class RNN(nn.Module):
             raise ValueError(f"layers must be >= 1, got {self.layers}")
         if carry is not None and self.bidirectional:
             raise ValueError("an initial carry needs a unidirectional RNN")
+        # The stack runs time-major ([time, batch, ...]): the inputs are
+        # transposed once (token ids or raw features: small) rather than each
+        # layer's 4 * hidden input projections.
         if self.vocab is not None:
-            x = nn.Embed(self.vocab, self.embed, name="embed")(x)
+            x = nn.Embed(self.vocab, self.embed, name="embed")(jnp.swapaxes(x, 0, 1))
+        else:
+            if x.ndim == 2:
+                x = x[..., None]
+            elif x.ndim > 3:
+                x = x.reshape(*x.shape[:2], -1)
+            x = jnp.swapaxes(x, 0, 1)
         x = x.astype(jnp.float32)
         carries, last = [], None
         for i in range(self.layers):
             if i > 0 and self.dropout:
                 x = Dropout()(x, dropout_rate, deterministic=not train)
             layer = Recurrent(self.cell, self.hidden, self.activation, self.unroll,
+                              time_major=True,
                               name=f"layer{i}" if not self.bidirectional else f"layer{i}_fwd")
             c, ys = layer(x, lengths, None if carry is None else carry[i])
             carries.append(c)
             h_last = c[1] if self.cell == "lstm" else c
             if self.bidirectional:
                 back = Recurrent(self.cell, self.hidden, self.activation, self.unroll,
-                                 name=f"layer{i}_bwd")
-                cb, yb = back(reverse_sequences(x, lengths), lengths)
-                ys = jnp.concatenate([ys, reverse_sequences(yb, lengths)], axis=-1)
+                                 time_major=True, name=f"layer{i}_bwd")
+                cb, yb = back(reverse_sequences(x, lengths, time_major=True), lengths)
+                ys = jnp.concatenate([ys, reverse_sequences(yb, lengths, time_major=True)],
+                                     axis=-1)
                 h_last = jnp.concatenate([h_last, cb[1] if self.cell == "lstm" else cb], -1)
             x, last = ys, h_last
         feats = x if self.sequence_output else last
         if self.dropout:
             feats = Dropout()(feats, dropout_rate, deterministic=not train)
         out = nn.Dense(self.outputs, name="head")(feats)
+        if self.sequence_output:
+            out = jnp.swapaxes(out, 0, 1)
         return (out, carries) if return_carry else out
