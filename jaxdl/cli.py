@@ -3,6 +3,7 @@ library function.
 
     jaxdl train CONFIG [--set key=value ...] [--workdir DIR] [--resume]
     jaxdl eval RUN_DIR [--which best|latest] [--split test ...]
+    jaxdl sample RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K]
     jaxdl sweep SWEEP [--trials N] [--timeout S] [--storage URL] [--study NAME]
                       [--study-dir DIR] [--workers K] [--seed S] [-v]
     jaxdl report STUDY_DIR_OR_URL [--study NAME] [--out DIR] [--top N]
@@ -44,6 +45,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="split(s) to evaluate (default: test)")
     e.add_argument("--data-dir", help="data directory, if not the one the run used")
     e.add_argument("--json", action="store_true", help="print JSON")
+
+    s = sub.add_parser("sample", help="generate text from a language-model run's checkpoint")
+    s.add_argument("run_dir")
+    s.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    s.add_argument("--length", type=int, default=300, help="characters to generate")
+    s.add_argument("--temperature", type=float, default=0.8,
+                   help="softmax temperature; 0 always takes the most likely character")
+    s.add_argument("--top-k", type=int, help="sample among the k most likely characters")
+    s.add_argument("--num", type=int, default=1, help="independent samples")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same text)")
+    s.add_argument("--which", choices=("best", "latest"), default="best")
 
     w = sub.add_parser("sweep", help="run or continue an Optuna sweep from a YAML spec",
                        description="Runs the study until it holds budget.trials finished "
@@ -127,6 +139,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if result.status == "diverged":
                 print(f"jaxdl: run diverged: {result.summary['reason']}", file=sys.stderr)
                 return EXIT_DIVERGED
+            return EXIT_OK
+        if args.command == "sample":
+            from jaxdl import generate
+
+            texts = generate.sample_run(args.run_dir, prompt=args.prompt, length=args.length,
+                                        temperature=args.temperature, top_k=args.top_k,
+                                        seed=args.seed, num=args.num, which=args.which)
+            for i, text in enumerate(texts):
+                if args.num > 1:
+                    print(f"=== sample {i + 1} ===")
+                print(text)
             return EXIT_OK
         if args.command == "eval":
             out = experiment.evaluate(args.run_dir, args.which, tuple(args.split or ["test"]),
