@@ -98,6 +98,11 @@ DEFAULT_TEST_FRACTION = {"text": 0.05, "sine": 0.2, "other": 0.5}
 # (or with another data directory) has the same identity.
 NOT_FINGERPRINTED = ("data.dir", "train.progress", "sample.prompt", "sample.length",
                      "sample.temperatures", "sample.top_k")
+# Fields added after the first release: left out of the fingerprint while at
+# these defaults, so configs written before them keep their identity (their
+# run directories and sweep studies stay where they were).
+FINGERPRINT_IF_NOT = {"data.seq_len": 100, "model.bidirectional": False, "model.embed": 64,
+                      "model.unroll": 1}
 
 
 def _field(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
@@ -319,6 +324,12 @@ class Config(_Section):
         """
         updates = dict(overrides or {}, **kwargs)
         tree = to_dict(self)
+        # Defaults resolved from other sections (clip_norm auto, test_fraction
+        # null) are resolved again for the new config unless set here.
+        given = set(_flat_keys(updates))
+        for key, raw in getattr(self, "_unresolved", {}).items():
+            if key not in given:
+                _set_dotted(tree, key, raw)
         problems = []
         for key, value in updates.items():
             problems += _set_dotted(tree, key, value)
@@ -433,6 +444,11 @@ def fingerprint(cfg: Config) -> str:
     for dotted in NOT_FINGERPRINTED:
         section, key = dotted.split(".")
         tree[section].pop(key, None)
+    for dotted, default in FINGERPRINT_IF_NOT.items():
+        section, key = dotted.split(".")
+        if tree[section].get(key) == default:
+            del tree[section][key]
+    tree = {k: v for k, v in tree.items() if v != {}}
     blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -705,6 +721,10 @@ def _cross_check(cfg: Config) -> list[str]:
         problems.append(
             f"model.bidirectional: a next-step predictor ({cfg.data.name}) must not read the "
             "future; bidirectional layers are for sequence classification (e.g. mnist rows)")
+    if not cfg.sample.prompt:
+        problems.append("sample.prompt: must hold at least one character, e.g. \"\\n\"")
+    if not cfg.sample.temperatures:
+        problems.append("sample.temperatures: must list at least one temperature, e.g. [0.8]")
     if isinstance(cfg.optim.clip_norm, str) and cfg.optim.clip_norm != "auto":
         problems.append(f"optim.clip_norm: expected a number > 0, auto or null, got "
                         f"{cfg.optim.clip_norm!r}")
@@ -734,13 +754,27 @@ def _resolve_defaults(cfg: Config) -> None:
     """Replace the ``auto``/null defaults that depend on other sections by
     their values, so the config states (and dumps, and fingerprints) what
     runs: an explicit ``clip_norm: 1.0`` LSTM is the same experiment as
-    ``auto``."""
+    ``auto``. The unresolved values are kept aside for :meth:`Config.replace`."""
+    unresolved = {}
     if cfg.data.test_fraction is None:
+        unresolved["data.test_fraction"] = None
         object.__setattr__(cfg, "data",
                            dataclasses.replace(cfg.data, test_fraction=test_fraction(cfg.data)))
     if cfg.optim.clip_norm == "auto":
+        unresolved["optim.clip_norm"] = "auto"
         clip = 1.0 if cfg.model.name in RECURRENT_MODELS else None
         object.__setattr__(cfg, "optim", dataclasses.replace(cfg.optim, clip_norm=clip))
+    object.__setattr__(cfg, "_unresolved", unresolved)
+
+
+def _flat_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys of a possibly nested override mapping."""
+    out = []
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out += _flat_keys(v, f"{prefix}{k}.")
+        out.append(f"{prefix}{k}")
+    return out
 
 
 def _parse_overrides(overrides: Sequence[str] | Mapping[str, Any],

@@ -36,7 +36,7 @@ from jaxdl import models, optim
 from jaxdl.algorithms.supervised import Engine, Task, TrainState, default_steps_per_call, init_state
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config
-from jaxdl.errors import CheckpointError, ConfigError
+from jaxdl.errors import CheckpointError, ConfigError, DataError
 from jaxdl.loop import LoopState, Reporter, fit, run_keys
 from jaxdl.metrics import MetricsWriter, plot_curves, read_metrics, redact, write_json
 
@@ -241,6 +241,12 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         return RunResult(finished["status"], run_dir, finished)
 
     dataset = data_lib.load(cfg.data, cfg.seed)
+    if dataset.vocab is not None:
+        # Checked before training: a prompt the samples cannot start from.
+        try:
+            dataset.vocab.encode(cfg.sample.prompt)
+        except DataError as e:
+            raise ConfigError(f"sample.prompt: {e}", "<config>") from None
     engine = build_engine(cfg, dataset)
     compile_before = engine.compile_seconds
     try:
@@ -302,7 +308,11 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     use_state = best_state if best_state is not None else (
         result.state if result.status != "diverged" else None)
     if use_state is not None and dataset.sequence:
-        _sequence_artifacts(cfg, engine, dataset, jax.device_get(use_state).params, run_dir, log)
+        try:
+            _sequence_artifacts(cfg, engine, dataset, jax.device_get(use_state).params, run_dir,
+                                log)
+        except Exception as e:  # noqa: BLE001 - an extra must not cost the run's record
+            log(f"warning: samples/plots not written: {type(e).__name__}: {e}")
     rows = read_metrics(run_dir / "metrics.jsonl")
     if rows:
         plot_curves(rows, run_dir / "curves.png", title=f"{cfg.name} ({result.status})")
@@ -341,7 +351,7 @@ def _sequence_artifacts(cfg: Config, engine: Engine, dataset: data_lib.Dataset, 
         from jaxdl import generate
 
         sc = cfg.sample
-        prompt_ids = dataset.vocab.encode(sc.prompt, unknown="map")
+        prompt_ids = dataset.vocab.encode(sc.prompt)
         parts = []
         for i, temperature in enumerate(sc.temperatures):
             ids = generate.generate(engine.model, params, prompt_ids, sc.length,

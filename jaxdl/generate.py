@@ -101,8 +101,16 @@ def generate(model: nn.Module, params: Any, prompt: np.ndarray | jax.Array, leng
       ConfigError: empty prompt, length < 1, temperature < 0, top_k < 1.
     """
     prompt = np.asarray(prompt, np.int32).reshape(-1)
+    _check_args(prompt.size, length, temperature, top_k, num)
+    batch = jnp.asarray(np.broadcast_to(prompt, (num, prompt.size)))
+    fn = _generator(model, int(length), top_k)
+    return np.asarray(fn(params, batch, rng, jnp.asarray(temperature, jnp.float32)))
+
+
+def _check_args(prompt_size: int, length: int, temperature: float, top_k: int | None,
+                num: int) -> None:
     problems = []
-    if prompt.size == 0:
+    if prompt_size == 0:
         problems.append("prompt: must hold at least one character")
     if length < 1:
         problems.append(f"length: must be >= 1, got {length}")
@@ -114,9 +122,6 @@ def generate(model: nn.Module, params: Any, prompt: np.ndarray | jax.Array, leng
         problems.append(f"num: must be >= 1, got {num}")
     if problems:
         raise ConfigError(problems, "<sample>")
-    batch = jnp.asarray(np.broadcast_to(prompt, (num, prompt.size)))
-    fn = _generator(model, int(length), top_k)
-    return np.asarray(fn(params, batch, rng, jnp.asarray(temperature, jnp.float32)))
 
 
 def load_model(run_dir: str | Path, which: str = "best"):
@@ -165,6 +170,7 @@ def sample_run(run_dir: str | Path, *, prompt: str = "\n", length: int = 300,
     Raises:
       DataError: a prompt character the vocabulary does not hold.
     """
+    _check_args(len(prompt), length, temperature, top_k, num)
     model, params, vocab, _, _ = load_model(run_dir, which)
     ids = generate(model, params, vocab.encode(prompt), length, jax.random.key(seed),
                    temperature=temperature, top_k=top_k, num=num)

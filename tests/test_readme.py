@@ -54,3 +54,12 @@ def test_readme_sweep_script_example_runs(tmp_path, monkeypatch):
     assert len(study.trials) == 10
     assert scope["restored"].config.name == "tiny_spiral"
     assert (tmp_path / "studies" / "playground_spiral" / "study.db").exists()
+
+
+def test_readme_rnn_example_runs():
+    block = next(b for b in python_blocks() if "from jaxdl.models import RNN" in b)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["logits"].shape == (8, 10)
+    assert scope["more"].shape == (8, 1, 65)
+    assert scope["tokens"].shape == (1, 50)

@@ -307,6 +307,38 @@ def test_clipping_is_on_by_default_for_recurrent_models_only():
         config.OptimConfig(clip_norm=None))
 
 
+def test_replace_resolves_auto_defaults_again():
+    lstm = config.Config().replace({"model.name": "lstm", "data.name": "sine"})
+    assert lstm.optim.clip_norm == 1.0 and lstm.data.test_fraction == 0.2
+    mlp = lstm.replace({"model.name": "mlp", "data.name": "spiral"})
+    assert mlp.optim.clip_norm is None and mlp.data.test_fraction == 0.5
+    fixed = lstm.replace({"optim": {"clip_norm": 2.0}})
+    assert fixed.replace({"model.depth": 2}).optim.clip_norm == 2.0
+
+
+def test_fingerprints_of_configs_from_before_sequence_models_are_unchanged(repo):
+    # Measured with the code before issue 4: new fields at their defaults
+    # must not move existing run directories or sweep studies.
+    cfg = config.load(repo / "experiments" / "mnist_mlp.yaml")
+    assert config.fingerprint(cfg) == "5c5d5b25077e2e57"
+
+
+def test_bad_sample_settings():
+    with pytest.raises(ConfigError) as e:
+        lm_cfg(**{"sample.prompt": "", "sample.temperatures": []})
+    assert "sample.prompt: must hold at least one character" in str(e.value)
+    assert "sample.temperatures: must list at least one temperature" in str(e.value)
+
+
+def test_a_prompt_outside_the_vocabulary_fails_before_training(shakespeare_dir, tmp_path):
+    from jaxdl import experiment
+
+    with pytest.raises(ConfigError, match="sample.prompt: characters not in the vocabulary"):
+        experiment.run(lm_cfg(**{"sample.prompt": "Zebra"}), workdir=tmp_path / "run",
+                       quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
 def test_sampling_settings_do_not_change_the_fingerprint():
     a = lm_cfg()
     b = a.replace({"sample.prompt": "JULIET:", "sample.temperatures": [0.3]})
@@ -339,6 +371,9 @@ def test_language_model_trains_samples_and_restores(shakespeare_dir, tmp_path):
     assert "=== temperature 0 ===\nFirst" in samples and "=== temperature 1 ===" in samples
     # Loss is in nats per character: a trained model beats the uniform guess.
     assert res.final["val"]["loss"] < np.log(len(vocab))
+    scores = experiment.evaluate(run, splits=("train", "val"))
+    assert scores["val"]["loss"] == pytest.approx(res.best["val"]["loss"], rel=1e-5)
+    assert 0 < scores["train"]["loss"] < np.log(len(vocab))
     # The CLI samples from the best checkpoint, from the run directory alone.
     moved = tmp_path / "moved"
     shutil.copytree(run, moved)

@@ -254,8 +254,8 @@ class Engine:
                  batch_size: int, n_train: int, steps_per_call: int, eval_batch_size: int,
                  scan_eval: bool = True, window: int | None = None,
                  epoch_examples: int | None = None):
-        if window is not None and not 1 <= window < n_train:
-            raise ValueError(f"window {window} needs a training stream longer than it "
+        if window is not None and not 1 <= window <= n_train:
+            raise ValueError(f"window {window} needs a training stream at least as long "
                              f"(have {n_train} steps)")
         if epoch_examples is None:
             epoch_examples = n_train if window is None else n_train // window

@@ -86,7 +86,15 @@ class Dataset:
         return self.train.x[:1]
 
     def splits(self) -> dict[str, Split]:
-        out = {"train": self.train, "val": self.val, "test": self.test}
+        """The splits as examples (text: the training stream cut into
+        non-overlapping windows, like validation and test)."""
+        train = self.train
+        if self.window is not None:
+            n = len(train) // self.window
+            shape = (n, self.window, *train.x.shape[1:])
+            train = Split(train.x[: n * self.window].reshape(shape),
+                          train.y[: n * self.window].reshape(shape))
+        out = {"train": train, "val": self.val, "test": self.test}
         return {k: v for k, v in out.items() if v is not None}
 
 

@@ -86,7 +86,10 @@ class Vocab:
         for c, i in index.items():
             if ord(c) < table.size:
                 table[ord(c)] = i
-        codes = np.frombuffer(text.encode("utf-32-le"), np.uint32).astype(np.int64)
+        try:
+            codes = np.frombuffer(text.encode("utf-32-le"), np.uint32).astype(np.int64)
+        except UnicodeEncodeError as e:   # undecodable bytes from a command line
+            raise DataError(f"text is not valid Unicode: {e}") from None
         ids = table[codes]
         missing = ids < 0
         if missing.any():
