@@ -229,11 +229,14 @@ def test_temperature_zero_is_greedy_decoding(tiny_lm):
     model, params = tiny_lm
     prompt = [4, 0, 2]
     got = generate(model, params, np.array(prompt), 12, jax.random.key(5), temperature=0.0)
-    # Reference: re-run the whole sequence every step, take the argmax.
+    # Reference: re-run the whole sequence every step, take the argmax. The
+    # model is causal, so right-padding to a fixed length (one compiled
+    # program) leaves the logits at the last real position unchanged.
+    apply = jax.jit(lambda ids: model.apply({"params": params}, ids))
     seq = list(prompt)
     for _ in range(12):
-        logits = model.apply({"params": params}, jnp.asarray([seq]))
-        seq.append(int(jnp.argmax(logits[0, -1])))
+        padded = jnp.asarray([seq + [0] * (15 - len(seq))])
+        seq.append(int(jnp.argmax(apply(padded)[0, len(seq) - 1])))
     assert got[0].tolist() == seq[len(prompt):]
     # top_k=1 and a near-zero temperature agree with greedy decoding too.
     np.testing.assert_array_equal(
