@@ -90,10 +90,8 @@ class Dataset:
         non-overlapping windows, like validation and test)."""
         train = self.train
         if self.window is not None:
-            n = len(train) // self.window
-            shape = (n, self.window, *train.x.shape[1:])
-            train = Split(train.x[: n * self.window].reshape(shape),
-                          train.y[: n * self.window].reshape(shape))
+            stream = np.concatenate([train.x, train.y[-1:]])
+            train = Split(*text.windows(stream, self.window))
         out = {"train": train, "val": self.val, "test": self.test}
         return {k: v for k, v in out.items() if v is not None}
 
@@ -136,8 +134,7 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
     """
     if cfg.name in TEXT_DATASETS:
         return _load_text(cfg)
-    if cfg.name == "sine":
-        return _load_sine(cfg, seed)
+    normalize = cfg.normalize
     if cfg.name in IMAGE_DATASETS:
         arrays = _idx_arrays(cfg.name, download.default_data_dir(cfg.dir))
         train = Split(arrays["x_train"], arrays["y_train"].astype(np.int32))
@@ -156,6 +153,12 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
         train, test = split_off(Split(x, y), config_lib.test_fraction(cfg),
                                 seeded_rng(seed, "split"))
         task, outputs, image = "regression", int(y.shape[-1]), False
+    elif cfg.name == "sine":
+        x, y = synthetic.sine_sequences(cfg.n_samples, cfg.seq_len, cfg.noise,
+                                        int(seeded_rng(seed, "synthetic").integers(2**31)))
+        train, test = split_off(Split(x, y), config_lib.test_fraction(cfg),
+                                seeded_rng(seed, "split"))
+        task, outputs, image, normalize = "regression", 1, False, "none"
     else:
         raise ValueError(f"unknown dataset {cfg.name!r}")
 
@@ -165,12 +168,19 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
     if cfg.train_limit is not None and cfg.train_limit < len(train):
         keep = np.sort(seeded_rng(seed, "limit").permutation(len(train))[: cfg.train_limit])
         train = train.take(keep)
-    norm = fit_normalizer(train.x, cfg.normalize, image)
+    norm = fit_normalizer(train.x, normalize, image)
 
     def apply(s: Split | None) -> Split | None:
         return None if s is None else Split(norm(s.x), s.y)
 
-    return Dataset(cfg.name, task, outputs, apply(train), apply(val), apply(test), norm)
+    splits = {"train": apply(train), "val": apply(val), "test": apply(test)}
+    baselines = {}
+    if cfg.name == "sine":
+        # "Repeat the last value": predict s_{t+1} as the noisy s_t just seen.
+        baselines = {k: {"repeat_last_mse": float(np.mean(np.square(s.x - s.y)))}
+                     for k, s in splits.items() if s is not None}
+    return Dataset(cfg.name, task, outputs, **splits, normalizer=norm,
+                   sequence=cfg.name == "sine", baselines=baselines)
 
 
 def _load_text(cfg: DataConfig) -> Dataset:
@@ -192,21 +202,3 @@ def _load_text(cfg: DataConfig) -> Dataset:
     norm = fit_normalizer(train.x, "none", False)
     return Dataset(cfg.name, "classification", len(vocab), train, val, test, norm,
                    vocab=vocab, window=cfg.seq_len, sequence=True)
-
-
-def _load_sine(cfg: DataConfig, seed: int) -> Dataset:
-    x, y = synthetic.sine_sequences(cfg.n_samples, cfg.seq_len, cfg.noise,
-                                    int(seeded_rng(seed, "synthetic").integers(2**31)))
-    train, test = split_off(Split(x, y), config_lib.test_fraction(cfg), seeded_rng(seed, "split"))
-    val = None
-    if cfg.val_fraction > 0:
-        train, val = split_off(train, cfg.val_fraction, seeded_rng(seed, "val"))
-    if cfg.train_limit is not None and cfg.train_limit < len(train):
-        train = train.take(np.arange(cfg.train_limit))
-    splits = {"train": train, "val": val, "test": test}
-    # "Repeat the last value": predict s_{t+1} as the noisy s_t just seen.
-    baselines = {k: {"repeat_last_mse": float(np.mean(np.square(s.x - s.y)))}
-                 for k, s in splits.items() if s is not None}
-    norm = fit_normalizer(train.x, "none", False)
-    return Dataset(cfg.name, "regression", 1, train, val, test, norm, sequence=True,
-                   baselines=baselines)

@@ -25,9 +25,11 @@ from pathlib import Path
 
 from jaxdl.errors import DataError
 
-__all__ = ["ENV_DATA_DIR", "default_data_dir", "sha256_file", "fetch"]
+__all__ = ["ENV_DATA_DIR", "ENV_MIRROR", "default_data_dir", "fetch", "mirror_urls",
+           "sha256_file"]
 
 ENV_DATA_DIR = "JAXDL_DATA_DIR"
+ENV_MIRROR = "JAXDL_MIRROR"
 
 logger = logging.getLogger("jaxdl.data")
 
@@ -56,6 +58,19 @@ def default_data_dir(setting: str | os.PathLike[str] | None = None) -> Path:
     if xdg and Path(xdg).expanduser().is_absolute():
         return Path(xdg).expanduser() / "jaxdl"
     return Path("~/.cache/jaxdl").expanduser()
+
+
+def mirror_urls(filename: str, defaults: Sequence[str],
+                urls: Sequence[str] | str | None = None) -> list[str]:
+    """Full URLs to try for ``filename``: under the explicit base ``urls``,
+    else under ``$JAXDL_MIRROR`` alone (tests, air-gapped machines), else
+    under the ``defaults``."""
+    if urls is not None:
+        bases = (urls,) if isinstance(urls, str) else tuple(urls)
+    else:
+        mirror = os.environ.get(ENV_MIRROR, "")
+        bases = (mirror,) if mirror else tuple(defaults)
+    return [base.rstrip("/") + "/" + filename for base in bases]
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

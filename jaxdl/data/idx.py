@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxdl.data.download import default_data_dir, fetch
+from jaxdl.data.download import ENV_MIRROR, default_data_dir, fetch, mirror_urls
 from jaxdl.errors import DataError
 
 __all__ = ["ENV_MIRROR", "DATASETS", "read_idx", "load_idx_dataset"]
 
-ENV_MIRROR = "JAXDL_MIRROR"
 
 # IDX type byte -> numpy dtype of the stored (big-endian) values.
 _IDX_TYPES: dict[int, np.dtype] = {
@@ -147,20 +146,6 @@ def _parse_header(data: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], i
     return _IDX_TYPES[type_byte], shape, offset
 
 
-def _mirror_urls(name: str, urls: Sequence[str] | str | None) -> tuple[str, ...]:
-    """Base URLs to try: explicit ``urls``, else $JAXDL_MIRROR alone, else the defaults."""
-    if urls is not None:
-        return (urls,) if isinstance(urls, str) else tuple(urls)
-    mirror = os.environ.get(ENV_MIRROR, "")
-    if mirror:
-        return (mirror,)
-    return DATASETS[name]["mirrors"]
-
-
-def _join(base: str, filename: str) -> str:
-    return base.rstrip("/") + "/" + filename
-
-
 def _normalise_name(name: str) -> str:
     key = name.strip().lower().replace("-", "_")
     if key not in DATASETS:
@@ -223,7 +208,6 @@ def load_idx_dataset(
     key = _normalise_name(name)
     spec = DATASETS[key]
     directory = (default_data_dir() if data_dir is None else Path(data_dir).expanduser()) / key
-    bases = _mirror_urls(key, urls)
     arrays = {}
     for out_key, filename in (
         ("x_train", _TRAIN_IMAGES),
@@ -235,7 +219,7 @@ def load_idx_dataset(
             filename,
             spec["files"][filename],
             directory,
-            [_join(base, filename) for base in bases],
+            mirror_urls(filename, spec["mirrors"], urls),
             timeout=timeout,
             progress=progress,
         )

@@ -15,7 +15,6 @@ was trained with, even if the corpus changes later.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxdl.data.download import default_data_dir, fetch
+from jaxdl.data.download import default_data_dir, fetch, mirror_urls
 from jaxdl.errors import DataError
 
 __all__ = ["CORPORA", "UNKNOWN", "Vocab", "load_corpus", "windows"]
@@ -142,7 +141,7 @@ class Vocab:
 
 def load_corpus(name: str, data_dir: str | os.PathLike[str] | None = None, *,
                 urls: Sequence[str] | None = None, timeout: float = 30.0) -> tuple[str, str]:
-    """The text of a corpus and its SHA-256, downloading it if needed.
+    """The text of a corpus and its (verified) SHA-256, downloading it if needed.
 
     Raises:
       DataError: unknown corpus, no verified copy obtainable, or not UTF-8.
@@ -151,17 +150,13 @@ def load_corpus(name: str, data_dir: str | os.PathLike[str] | None = None, *,
         raise DataError(f"unknown text corpus {name!r}; valid: {', '.join(CORPORA)}")
     spec = CORPORA[name]
     directory = default_data_dir(data_dir) / spec["folder"]
-    if urls is None:
-        mirror = os.environ.get("JAXDL_MIRROR", "")
-        urls = (mirror,) if mirror else spec["mirrors"]
     path = fetch(spec["file"], spec["sha256"], directory,
-                 [base.rstrip("/") + "/" + spec["file"] for base in urls], timeout=timeout)
-    raw = path.read_bytes()
+                 mirror_urls(spec["file"], spec["mirrors"], urls), timeout=timeout)
     try:
-        text = raw.decode("utf-8")
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:   # only with a digest that was changed by hand
         raise DataError(f"{path} is not UTF-8 text: {e}") from None
-    return text, hashlib.sha256(raw).hexdigest()
+    return text, spec["sha256"]   # fetch returns only a file that matched it
 
 
 def windows(ids: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
