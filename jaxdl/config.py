@@ -58,6 +58,7 @@ __all__ = [
     "apply_overrides",
     "dump",
     "fingerprint",
+    "flatten",
     "from_dict",
     "load",
     "monitor_mode",
@@ -326,7 +327,7 @@ class Config(_Section):
         tree = to_dict(self)
         # Defaults resolved from other sections (clip_norm auto, test_fraction
         # null) are resolved again for the new config unless set here.
-        given = set(_flat_keys(updates))
+        given = set(flatten(updates))
         for key, raw in getattr(self, "_unresolved", {}).items():
             if key not in given:
                 _set_dotted(tree, key, raw)
@@ -767,13 +768,14 @@ def _resolve_defaults(cfg: Config) -> None:
     object.__setattr__(cfg, "_unresolved", unresolved)
 
 
-def _flat_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys of a possibly nested override mapping."""
-    out = []
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"name": "adam"}}`` -> ``{"optim.name": "adam"}`` (dotted leaves)."""
+    out = {}
     for k, v in tree.items():
         if isinstance(v, Mapping):
-            out += _flat_keys(v, f"{prefix}{k}.")
-        out.append(f"{prefix}{k}")
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
 
 

@@ -40,8 +40,8 @@ from jaxdl.errors import CheckpointError, ConfigError, DataError
 from jaxdl.loop import LoopState, Reporter, fit, run_keys
 from jaxdl.metrics import MetricsWriter, plot_curves, read_metrics, redact, write_json
 
-__all__ = ["Restored", "RunResult", "build_engine", "default_run_dir", "evaluate", "new_state",
-           "one_line", "restore", "run"]
+__all__ = ["Restored", "RunResult", "build_engine", "checkpoint_dir", "default_run_dir",
+           "evaluate", "new_state", "one_line", "restore", "restore_state", "run", "run_config"]
 
 # Compiled engines by shape, most recently used last. Bounded: a sweep over
 # many shapes must not keep every compiled program alive.
@@ -174,7 +174,8 @@ def _prepare_dir(cfg: Config, run_dir: Path, resume: bool) -> dict[str, Any] | N
     if saved.exists():
         old = config_lib.load(saved)
         if config_lib.fingerprint(old) != config_lib.fingerprint(cfg):
-            a, b = _flat(config_lib.to_dict(old)), _flat(config_lib.to_dict(cfg))
+            a, b = config_lib.flatten(config_lib.to_dict(old)), config_lib.flatten(
+                config_lib.to_dict(cfg))
             diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
                     if a.get(k) != b.get(k) and k not in config_lib.NOT_FINGERPRINTED]
             raise CheckpointError(
@@ -194,16 +195,6 @@ def _prepare_dir(cfg: Config, run_dir: Path, resume: bool) -> dict[str, Any] | N
             f"cannot resume {run_dir} with checkpoint.enabled false: there would be no "
             "checkpoint to continue from, and its record would be overwritten")
     return None
-
-
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
@@ -436,6 +427,49 @@ class Restored:
         return self.model.apply(variables, jnp.asarray(x), train=False)
 
 
+def run_config(run_dir: str | Path) -> Config:
+    """The config saved in a run directory.
+
+    Raises:
+      CheckpointError: not a run directory.
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
+    return config_lib.load(path)
+
+
+def checkpoint_dir(run_dir: str | Path, which: str) -> Path:
+    """``run_dir/checkpoints``, checked before anything expensive is built.
+
+    Raises:
+      ValueError: ``which`` is not ``"best"`` or ``"latest"``.
+      CheckpointError: the run wrote no checkpoints.
+    """
+    if which not in ("best", "latest"):
+        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    if not ckpt_dir.exists():
+        raise CheckpointError(f"{run_dir} has no checkpoints (checkpoint.enabled was false?)")
+    return ckpt_dir
+
+
+def restore_state(ckpt_dir: Path, which: str, make_state) -> tuple[TrainState, int]:
+    """``(state, epoch)`` of the best or latest checkpoint in ``ckpt_dir``,
+    restored into the structure of ``make_state()`` (only traced, with
+    ``jax.eval_shape``: no arrays are built).
+
+    Raises:
+      CheckpointError: no finished checkpoint, or one that does not fit.
+    """
+    with Checkpointer(ckpt_dir, read_only=True) as ckpt:
+        epoch = ckpt.best_epoch() if which == "best" else ckpt.latest_epoch()
+        if epoch is None:
+            raise CheckpointError(f"{ckpt_dir} holds no finished checkpoint")
+        state, _ = ckpt.restore(epoch, jax.eval_shape(make_state))
+    return state, epoch
+
+
 def restore(run_dir: str | Path, which: str = "best", *,
             data_dir: str | None = None) -> Restored:
     """Read back a run's model from its best (or latest) checkpoint.
@@ -446,24 +480,13 @@ def restore(run_dir: str | Path, which: str = "best", *,
       data_dir: override the data directory saved in the config.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = config_lib.load(run_dir / "config.yaml")
+    cfg = run_config(run_dir)
     if data_dir is not None:
         cfg = cfg.replace({"data.dir": data_dir})
-    if which not in ("best", "latest"):
-        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
-    ckpt_dir = run_dir / "checkpoints"
-    if not ckpt_dir.exists():
-        raise CheckpointError(f"{run_dir} has no checkpoints (checkpoint.enabled was false?)")
+    ckpt_dir = checkpoint_dir(run_dir, which)
     dataset = data_lib.load(cfg.data, cfg.seed)
     engine = build_engine(cfg, dataset)
-    with Checkpointer(ckpt_dir, read_only=True) as ckpt:
-        epoch = ckpt.best_epoch() if which == "best" else ckpt.latest_epoch()
-        if epoch is None:
-            raise CheckpointError(f"{ckpt_dir} holds no finished checkpoint")
-        abstract = jax.eval_shape(lambda: new_state(cfg, engine, dataset))
-        state, _ = ckpt.restore(epoch, abstract)
+    state, epoch = restore_state(ckpt_dir, which, lambda: new_state(cfg, engine, dataset))
     return Restored(cfg, engine.model, state.params, state.batch_stats, state, epoch, dataset,
                     engine)
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl.errors import CheckpointError, ConfigError
+from jaxdl.errors import ConfigError
 
 __all__ = ["generate", "pick", "sample_run"]
 
@@ -132,31 +132,19 @@ def load_model(run_dir: str | Path, which: str = "best"):
       CheckpointError: not a run directory, or no checkpoint.
       DataError: no ``vocab.json`` (not a language model).
     """
-    from jaxdl import config as config_lib
-    from jaxdl import models, optim
+    from jaxdl import experiment, models, optim
     from jaxdl.algorithms.supervised import init_state
-    from jaxdl.checkpoint import Checkpointer
     from jaxdl.data.text import Vocab
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = config_lib.load(run_dir / "config.yaml")
+    cfg = experiment.run_config(run_dir)
     vocab = Vocab.load(run_dir / "vocab.json")
-    if which not in ("best", "latest"):
-        raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+    ckpt_dir = experiment.checkpoint_dir(run_dir, which)
     model = models.make(cfg.model, len(vocab), vocab=len(vocab), sequence_output=True)
     tx = optim.make(cfg.optim, 1, cfg.train.epochs)
     sample = jnp.zeros((1, cfg.data.seq_len), jnp.int32)
-    abstract = jax.eval_shape(lambda: init_state(model, tx, jax.random.key(0), sample))
-    ckpt_dir = run_dir / "checkpoints"
-    if not ckpt_dir.exists():
-        raise CheckpointError(f"{run_dir} has no checkpoints (checkpoint.enabled was false?)")
-    with Checkpointer(ckpt_dir, read_only=True) as ckpt:
-        epoch = ckpt.best_epoch() if which == "best" else ckpt.latest_epoch()
-        if epoch is None:
-            raise CheckpointError(f"{ckpt_dir} holds no finished checkpoint")
-        state, _ = ckpt.restore(epoch, abstract)
+    state, epoch = experiment.restore_state(
+        ckpt_dir, which, lambda: init_state(model, tx, jax.random.key(0), sample))
     return model, state.params, vocab, cfg, epoch
 
 

@@ -110,6 +110,13 @@ def plot_curves(rows: Iterable[Mapping[str, Any]], path: str | Path, title: str 
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:   # a diverged first epoch plots nothing
             ax.legend()
+    return _save(fig, path, title)
+
+
+def _save(fig, path: str | Path, title: str) -> Path:
+    """Title, lay out, write the PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -141,9 +148,4 @@ def plot_sequences(inputs, truth, predictions, path: str | Path, title: str = ""
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper right", fontsize=8, ncol=3)
     axes[-1, 0].set_xlabel("time step")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, title)

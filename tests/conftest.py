@@ -23,10 +23,21 @@ def repo() -> Path:
     return REPO
 
 
+def _data_dir_holding(relpath: str, what: str) -> Path:
+    """``$JAXDL_DATA_DIR`` when it holds ``relpath`` (else skip the test)."""
+    d = os.environ.get("JAXDL_DATA_DIR")
+    if not d or not (Path(d) / relpath).exists():
+        pytest.skip(f"JAXDL_DATA_DIR with {what} not set")
+    return Path(d)
+
+
 @pytest.fixture
 def mnist_dir() -> Path:
     """The data directory holding mnist/*.gz (skip when there is none)."""
-    d = os.environ.get("JAXDL_DATA_DIR")
-    if not d or not (Path(d) / "mnist" / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("JAXDL_DATA_DIR with mnist/ not set")
-    return Path(d)
+    return _data_dir_holding("mnist/train-images-idx3-ubyte.gz", "mnist/")
+
+
+@pytest.fixture
+def shakespeare_dir() -> Path:
+    """The data directory holding tinyshakespeare/input.txt (skip when there is none)."""
+    return _data_dir_holding("tinyshakespeare/input.txt", "tinyshakespeare/")

@@ -2,9 +2,7 @@
 training batches, sampling, and the configs and CLI around them."""
 
 import json
-import os
 import shutil
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,14 +16,6 @@ from jaxdl.data.text import Vocab
 from jaxdl.errors import ConfigError, DataError
 from jaxdl.generate import generate, pick
 from tests.helpers import Server, jaxdl
-
-
-@pytest.fixture
-def shakespeare_dir() -> Path:
-    d = os.environ.get("JAXDL_DATA_DIR")
-    if not d or not (Path(d) / "tinyshakespeare" / "input.txt").exists():
-        pytest.skip("JAXDL_DATA_DIR with tinyshakespeare/ not set")
-    return Path(d)
 
 
 def lm_cfg(**overrides) -> config.Config:
