@@ -61,7 +61,9 @@ __all__ = [
     "flatten",
     "from_dict",
     "load",
+    "monitor_direction",
     "monitor_mode",
+    "read_yaml",
     "split_sizes",
     "to_dict",
 ]
@@ -382,17 +384,7 @@ def load(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) ->
     """
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read config file: {e.strerror}", source) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"not a UTF-8 text file ({e.reason} at byte {e.start})",
-                          source) from None
-    try:
-        tree = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"not valid YAML: {e}", source) from None
+    tree = read_yaml(path, "config file")
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):
@@ -403,6 +395,33 @@ def load(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) ->
     if problems:
         raise ConfigError(problems, source)
     return from_dict(tree, source)
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """The parsed YAML of a file (None when empty).
+
+    Raises:
+      ConfigError: the file (a ``what``, e.g. "sweep file") cannot be read,
+        is not UTF-8, or is not YAML; the message names the file.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {what}: {e.strerror}", source) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not a UTF-8 text file ({e.reason} at byte {e.start})",
+                          source) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {e}", source) from None
+
+
+def monitor_direction(metric: str) -> str:
+    """The natural direction of a ``<split>_<metric>`` name: ``max`` for
+    accuracy, ``min`` for losses."""
+    return "max" if metric.endswith("_accuracy") else "min"
 
 
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
@@ -606,7 +625,7 @@ def monitor_mode(train: TrainConfig) -> str:
     """``train.mode`` with ``auto`` resolved: ``max`` for accuracy, else ``min``."""
     if train.mode != "auto":
         return train.mode
-    return "max" if train.monitor.endswith("_accuracy") else "min"
+    return monitor_direction(train.monitor)
 
 
 def test_fraction(data: DataConfig) -> float:

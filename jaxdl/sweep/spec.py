@@ -33,7 +33,17 @@ from typing import Any, ClassVar
 import yaml
 
 from jaxdl import config as config_lib
-from jaxdl.config import Config, _build, _check, _field, _Section, _set_dotted, _unknown_key
+from jaxdl.config import (
+    Config,
+    _build,
+    _check,
+    _field,
+    _Section,
+    _set_dotted,
+    _unknown_key,
+    monitor_direction,
+    read_yaml,
+)
 from jaxdl.errors import ConfigError
 from jaxdl.metrics import redact
 from jaxdl.sweep import space as space_lib
@@ -186,7 +196,7 @@ class SweepSpec:
         """``maximize`` or ``minimize``."""
         if self.objective.direction != "auto":
             return self.objective.direction
-        return "maximize" if self.metric.endswith("_accuracy") else "minimize"
+        return "maximize" if monitor_direction(self.metric) == "max" else "minimize"
 
     @property
     def directory(self) -> Path:
@@ -252,12 +262,13 @@ class SweepSpec:
         return out
 
     def to_record(self) -> dict[str, Any]:
-        """:meth:`to_dict` with the storage password redacted: what is
-        written to ``sweep.yaml`` and the study's attrs."""
+        """:meth:`to_dict` as plain JSON values (tuples as lists, anything
+        else as text) with the storage password redacted: what is written to
+        ``sweep.yaml`` and the study's attrs."""
         out = self.to_dict()
         if out["storage"]:
             out["storage"] = redact(out["storage"])
-        return out
+        return json.loads(json.dumps(out, default=str))
 
     def base_fingerprint(self) -> str:
         """Identity of what every trial shares (base config and objective):
@@ -279,14 +290,7 @@ def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SweepS
       ConfigError: naming the file, the key and the problem.
     """
     path = Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read sweep file: {e.strerror}", str(path)) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"not a UTF-8 text file ({e.reason})", str(path)) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"not valid YAML: {e}", str(path)) from None
+    tree = read_yaml(path, "sweep file")
     spec = from_dict(tree, source=str(path), base_dir=path.parent)
     return spec.replace(overrides) if overrides else spec
 
@@ -319,6 +323,10 @@ def from_dict(tree: Any, source: str = "<dict>", base_dir: str | Path | None = "
             base_tree = yaml.safe_load(base_path.read_text())
         except OSError as e:
             problems.append(f"base: cannot read {base_path}: {e.strerror}")
+            base_tree = None
+        except UnicodeDecodeError as e:
+            problems.append(f"base: {base_path} is not a UTF-8 text file ({e.reason} at byte "
+                            f"{e.start})")
             base_tree = None
         except yaml.YAMLError as e:
             problems.append(f"base: {base_path} is not valid YAML: {e}")
