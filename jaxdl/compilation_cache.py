@@ -22,8 +22,9 @@ def default_dir() -> Path:
 
 def enable(directory: str | Path | None = None) -> Path | None:
     """Cache compiled programs on disk so a repeated shape compiles once per
-    machine. Set ``JAXDL_CACHE_DIR=off`` to disable. Returns the directory."""
-    if os.environ.get("JAXDL_CACHE_DIR", "").lower() == "off" and directory is None:
+    machine. Set ``JAXDL_CACHE_DIR=off`` to disable (also when ``directory``
+    is given). Returns the directory, or None when disabled."""
+    if os.environ.get("JAXDL_CACHE_DIR", "").lower() == "off":
         return None
     path = Path(directory) if directory is not None else default_dir()
     path.mkdir(parents=True, exist_ok=True)

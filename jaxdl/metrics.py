@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["MetricsWriter", "json_safe", "plot_curves", "plot_sequences", "read_metrics",
-           "redact", "write_json"]
+           "redact", "write_json", "write_jsonl"]
 
 
 def redact(text: str) -> str:
@@ -31,6 +31,15 @@ def write_json(path: str | Path, obj: Any) -> None:
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(json_safe(obj), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
+    """Write one JSON object per line, atomically (as :func:`write_json`);
+    NaN becomes null, and values JSON lacks (datetimes) become text."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(json_safe(r), default=str) + "\n" for r in rows))
     os.replace(tmp, path)
 
 
@@ -66,11 +75,8 @@ class MetricsWriter:
         """
         if not self.path.exists():
             return
-        rows = [r for r in read_metrics(self.path)
-                if r["epoch"] <= epoch and r["split"] != "test"]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, self.path)
+        write_jsonl(self.path, [r for r in read_metrics(self.path)
+                                if r["epoch"] <= epoch and r["split"] != "test"])
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

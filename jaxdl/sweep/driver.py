@@ -36,6 +36,7 @@ from jaxdl.metrics import write_json
 from jaxdl.sweep import space as space_lib
 from jaxdl.sweep import storage as storage_lib
 from jaxdl.sweep.objective import Objective
+from jaxdl.sweep.reporting import counts as _counts
 from jaxdl.sweep.spec import SweepSpec
 
 __all__ = ["format_params", "make_pruner", "make_sampler", "open_study", "run", "worker_env"]
@@ -120,7 +121,7 @@ def open_study(spec: SweepSpec, *, worker: int = 0, create: bool = True,
     if "jaxdl:base" not in attrs:
         for k, v in ident.items():
             study.set_user_attr(k, v)
-        study.set_user_attr("jaxdl:spec", json.loads(json.dumps(spec.to_record(), default=str)))
+        study.set_user_attr("jaxdl:spec", spec.to_record())
     elif attrs["jaxdl:base"] != ident["jaxdl:base"] or study.direction.name.lower() != \
             spec.direction:
         raise ConfigError(
@@ -129,17 +130,6 @@ def open_study(spec: SweepSpec, *, worker: int = 0, create: bool = True,
             "trials would not compare with these. Use another --study name (or study_dir)",
             spec.source)
     return study
-
-
-def _counts(trials: list[FrozenTrial]) -> dict[str, int]:
-    out = {s: 0 for s in ("complete", "pruned", "failed", "running", "waiting")}
-    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
-             TrialState.FAIL: "failed", TrialState.RUNNING: "running",
-             TrialState.WAITING: "waiting"}
-    for t in trials:
-        out[names[t.state]] += 1
-    out["finished"] = out["complete"] + out["pruned"]
-    return out
 
 
 class _Handoff:
@@ -447,8 +437,6 @@ def _worker_main(spec: SweepSpec, index: int, env: dict[str, str], deadline: flo
 
 
 def _enable_cache(spec: SweepSpec) -> Path | None:
-    if os.environ.get("JAXDL_CACHE_DIR", "").lower() == "off":
-        return None
     return compilation_cache.enable(spec.directory / "xla_cache")
 
 
@@ -511,11 +499,10 @@ def run(spec: SweepSpec, *, verbose: bool = False, progress: bool | None = None,
     finally:
         optuna.logging.set_verbosity(verbosity)
         display.close()
-        _record_session(spec, study, t0, before, why)
+        s = _record_session(spec, study, t0, before, why)
     if not quiet:
         print(f"sweep {spec.name}: {why}")
-        s = _read_json(study_dir / "sweep.json").get("sessions", [{}])[-1]
-        if s.get("trials"):
+        if s["trials"]:
             of = "wall time" if spec.workers == 1 else f"{spec.workers} workers' time"
             print(f"this run: {s['trials']} trials, {s['epochs']} epochs in "
                   f"{s['wall_seconds']:.0f} s; compile {s['compile_seconds']:.1f} s = "
@@ -567,8 +554,7 @@ def _run_workers(spec: SweepSpec, study: optuna.Study, display: _Display,
 
 def _write_study_files(spec: SweepSpec, info: storage_lib.StorageInfo) -> None:
     d = spec.directory
-    (d / "sweep.yaml").write_text(yaml.safe_dump(
-        json.loads(json.dumps(spec.to_record(), default=str)), sort_keys=False))
+    (d / "sweep.yaml").write_text(yaml.safe_dump(spec.to_record(), sort_keys=False))
     meta_path = d / "sweep.json"
     meta = _read_json(meta_path)
     meta.update({"study": spec.name, "storage": info.display, "storage_kind": info.kind,
@@ -578,9 +564,9 @@ def _write_study_files(spec: SweepSpec, info: storage_lib.StorageInfo) -> None:
 
 
 def _record_session(spec: SweepSpec, study: optuna.Study, t0: float, before: set[int],
-                    why: str) -> None:
-    """Append this invocation's figures to ``sweep.json``: wall time, trials
-    and epochs run, and compile time as a fraction of worker time.
+                    why: str) -> dict[str, Any]:
+    """Append this invocation's figures to ``sweep.json`` (wall time, trials
+    and epochs run, compile time as a fraction of worker time) and return them.
 
     Args:
       before: numbers of the trials the study held when this run started.
@@ -601,6 +587,7 @@ def _record_session(spec: SweepSpec, study: optuna.Study, t0: float, before: set
     meta = _read_json(meta_path)
     meta.setdefault("sessions", []).append(session)
     write_json(meta_path, meta)
+    return session
 
 
 def _read_json(path: Path) -> dict[str, Any]:

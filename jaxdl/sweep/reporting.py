@@ -19,10 +19,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from jaxdl.errors import ConfigError
-from jaxdl.metrics import json_safe
+from jaxdl.metrics import write_jsonl
 from jaxdl.sweep import storage as storage_lib
 
-__all__ = ["PLOTS", "load_study", "rank", "report", "table"]
+__all__ = ["PLOTS", "counts", "load_study", "rank", "report", "table"]
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate",
          "intermediate_values")
@@ -111,15 +111,30 @@ def rank(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(study.get_trials(deepcopy=False), key=key)
 
 
+def counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    """Trials by state (complete, pruned, failed, running, waiting) and
+    ``finished`` (complete + pruned: what the budget counts)."""
+    out = {s: 0 for s in ("complete", "pruned", "failed", "running", "waiting")}
+    names = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
+             TrialState.FAIL: "failed", TrialState.RUNNING: "running",
+             TrialState.WAITING: "waiting"}
+    for t in trials:
+        out[names[t.state]] += 1
+    out["finished"] = out["complete"] + out["pruned"]
+    return out
+
+
 def _status(t: FrozenTrial) -> str:
     if t.state == TrialState.PRUNED and t.user_attrs.get("status") == "diverged":
         return "diverged"
     return t.state.name.lower()
 
 
-def table(study: optuna.Study, top: int | None = 20) -> str:
-    """The ranked trials as a text table."""
-    trials = rank(study)
+def table(study: optuna.Study, top: int | None = 20,
+          trials: list[FrozenTrial] | None = None) -> str:
+    """The ranked trials as a text table (``trials``: already ranked ones,
+    to spare a storage read)."""
+    trials = rank(study) if trials is None else trials
     keys: list[str] = []
     for t in trials:
         keys += [k for k in t.params if k not in keys]
@@ -153,7 +168,7 @@ def _trial_record(t: FrozenTrial) -> dict[str, Any]:
             **{k: v for k, v in t.user_attrs.items()}}
 
 
-def _plot(name: str, study: optuna.Study, path: Path) -> str | None:
+def _plot(name: str, study: optuna.Study, trials: list[FrozenTrial], path: Path) -> str | None:
     """Write one plot; return why it was skipped (None when written)."""
     import matplotlib
 
@@ -161,13 +176,13 @@ def _plot(name: str, study: optuna.Study, path: Path) -> str | None:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if name in ("optimization_history", "parallel_coordinate") and not complete:
         return "no complete trial"
     if name == "param_importances" and len(complete) < 2:
         return "needs at least 2 complete trials"
     if name == "intermediate_values" and not any(
-            t.intermediate_values for t in study.get_trials(deepcopy=False)):
+            t.intermediate_values for t in trials):
         return "no reported values"
     fn = getattr(ovm, f"plot_{name}")
     try:
@@ -205,15 +220,11 @@ def report(study: optuna.Study, out_dir: str | Path, *, spec: Any = None, top: i
     plots_dir.mkdir(parents=True, exist_ok=True)
     trials = rank(study)
     trials_path = out_dir / "trials.jsonl"
-    tmp = trials_path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        for t in trials:
-            f.write(json.dumps(json_safe(_trial_record(t)), default=str) + "\n")
-    tmp.replace(trials_path)
+    write_jsonl(trials_path, [_trial_record(t) for t in trials])
     plots, skipped = {}, {}
     for name in PLOTS:
         path = plots_dir / f"{name}.png"
-        why = _plot(name, study, path)
+        why = _plot(name, study, trials, path)
         if why is None:
             plots[name] = path
         else:
@@ -228,12 +239,12 @@ def report(study: optuna.Study, out_dir: str | Path, *, spec: Any = None, top: i
         pass
     if not quiet:
         metric = study.user_attrs.get("jaxdl:metric", "value")
-        states = {s: sum(t.state == s for t in trials) for s in TrialState}
+        c = counts(trials)
         print(f"study {study.study_name}: {len(trials)} trials ("
-              f"{states[TrialState.COMPLETE]} complete, {states[TrialState.PRUNED]} pruned, "
-              f"{states[TrialState.FAIL]} failed, {states[TrialState.RUNNING]} running); "
+              f"{c['complete']} complete, {c['pruned']} pruned, "
+              f"{c['failed']} failed, {c['running']} running); "
               f"{study.direction.name.lower()} {metric}")
-        print(table(study, top))
+        print(table(study, top, trials))
         if best is not None:
             print(f"best: trial {best['number']} {metric} {best['value']:.4f} -> "
                   f"jaxdl eval {best['run_dir']}")

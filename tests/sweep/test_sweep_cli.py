@@ -2,16 +2,14 @@
 subprocesses, and the report's table and plots."""
 
 import json
-from pathlib import Path
 
 import optuna
 import pytest
 
 from jaxdl import sweep
 from jaxdl.sweep import reporting as report_lib
-from tests.helpers import jaxdl
+from tests.helpers import REPO, jaxdl
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "sweeps" / "tiny_spiral.yaml"
 
 

@@ -12,8 +12,6 @@ from jaxdl import config, experiment, sweep
 from jaxdl.errors import ConfigError, DataError, JaxdlError
 from tests.helpers import tiny_sweep
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def finished(study):
     return [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]

@@ -8,8 +8,7 @@ import yaml
 from jaxdl import sweep
 from jaxdl.errors import ConfigError
 from jaxdl.sweep.spec import from_dict
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
 
 BASE = {"name": "t", "data": {"name": "spiral", "n_samples": 400, "val_fraction": 0.2},
         "model": {"name": "mlp", "depth": 1, "width": 8},

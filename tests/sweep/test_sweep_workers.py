@@ -18,9 +18,7 @@ from optuna.trial import TrialState
 
 from jaxdl import sweep
 from jaxdl.sweep import driver
-from tests.helpers import tiny_sweep
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO, tiny_sweep
 
 
 def postgres_url() -> str:
