@@ -17,9 +17,10 @@ Unmasked LSTM layers (the language-model case) run through
 keeps the activated gates and their derivatives, the backward scan does one
 ``dz @ W_hh^T`` per step, and ``dW_hh`` is one large matmul after it instead
 of a small one accumulated every step. Measured on XLA CPU (2 cores, batch
-64, hidden 256, 100 steps) this takes the layer's gradient from 150 ms to
-about 100 ms (``benchmarks/lstm_speed.py``); the numbers agree with JAX's
-own autodiff to float32 rounding (tested).
+64, hidden 256, 100 steps, ``benchmarks/lstm_speed.py --autodiff``) the
+whole char-LSTM train step is 1.28x faster than with JAX's autodiff of the
+same scan (251.7 vs 322.6 ms); the gradients agree with autodiff to float32
+rounding (tested).
 """
 
 from __future__ import annotations
