@@ -111,8 +111,10 @@ def _sweep_overrides(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from jaxdl import compilation_cache, config, experiment
+    from jaxdl import allocator, compilation_cache, config, experiment
     from jaxdl.errors import JaxdlError
+
+    allocator.reuse_freed_memory()   # before JAX's CPU backend starts
 
     if args.command not in ("sweep", "report"):   # a sweep caches in its study directory
         compilation_cache.enable()

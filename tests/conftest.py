@@ -15,6 +15,10 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from jaxdl import allocator  # noqa: E402
+
+allocator.reuse_freed_memory()   # as the jaxdl command does, before JAX starts
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -30,7 +30,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from jaxdl import compilation_cache
+from jaxdl import allocator, compilation_cache
 from jaxdl.errors import ConfigError, DataError, JaxdlError
 from jaxdl.metrics import write_json
 from jaxdl.sweep import space as space_lib
@@ -422,6 +422,7 @@ def _worker_main(spec: SweepSpec, index: int, env: dict[str, str], deadline: flo
                  verbose: bool) -> None:
     """Entry point of a spawned worker process."""
     os.environ.update(env)
+    allocator.reuse_freed_memory()
     if not verbose:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
     _enable_cache(spec)
