@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl import config, models, optim
+from jaxdl import allocator, config, models, optim
 from jaxdl.algorithms.supervised import Task, init_state, make_train_step
 
 B, T, V, E, H = 64, 100, 65, 64, 256
@@ -58,8 +58,8 @@ def jaxdl_runner(batches, autodiff: bool = False):
     })
     original = rnn.lstm_scan
     if autodiff:
-        def plain(w_hh, zx, c0, h0, unroll=1):
-            (c, h), hs, _ = rnn._lstm_forward(w_hh, zx, c0, h0, unroll)
+        def plain(w_hh, zx, c0, h0, ids=None, unroll=1):
+            (c, h), hs, _ = rnn._lstm_forward(w_hh, zx, c0, h0, ids, unroll)
             return hs, (c, h)
         rnn.lstm_scan = plain
     try:
@@ -130,6 +130,9 @@ def torch_runner(batches):
 
 
 def main(argv=None) -> int:
+    # As the jaxdl command does; PyTorch, in the same process, runs under the
+    # same allocator settings.
+    allocator_tuned = allocator.reuse_freed_memory()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=10, help="steps per timed round")
@@ -157,7 +160,8 @@ def main(argv=None) -> int:
             f"{n} {1000 * t[-1]:.1f} ms" for n, t in times.items()), file=sys.stderr)
     common = {"bench": "lstm_speed", "batch": B, "seq_len": T, "hidden": H, "embed": E,
               "vocab": V, "device": jax.devices()[0].device_kind, "cpus": os.cpu_count(),
-              "jax": jax.__version__, "machine": platform.machine()}
+              "jax": jax.__version__, "machine": platform.machine(),
+              "reuse_freed_memory": allocator_tuned}
     rows = []
     ms = {n: 1000 * statistics.median(t) for n, t in times.items()}
     for name, value in ms.items():

@@ -204,10 +204,91 @@ def test_hand_written_lstm_backward_equals_autodiff():
         return f
 
     def autodiff(w, zx, c0, h0):
-        (c, h), hs, _ = _lstm_forward(w, zx, c0, h0, 1)
+        (c, h), hs, _ = _lstm_forward(w, zx, c0, h0, None, 1)
         return hs, (c, h)
 
-    mine = jax.grad(loss(lambda *a: lstm_scan(*a, 1)), argnums=(0, 1, 2, 3))(w, zx, c0, h0)
+    mine = jax.grad(loss(lambda *a: lstm_scan(*a, None, 1)), argnums=(0, 1, 2, 3))(w, zx, c0, h0)
     ref = jax.grad(loss(autodiff), argnums=(0, 1, 2, 3))(w, zx, c0, h0)
     for a, b in zip(mine, ref, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [3, 9])   # <= hidden: one-hot matmul; > hidden: scatter-add
+def test_lstm_scan_over_token_ids_equals_autodiff_of_the_lookup(rows):
+    from jaxdl.models.rnn import _lstm_forward, lstm_scan
+
+    k = jax.random.split(jax.random.key(8), 6)
+    T, B, H = 5, 3, 4
+    w = jax.random.normal(k[0], (H, 4 * H)) * 0.5
+    table = jax.random.normal(k[1], (rows, 4 * H))
+    ids = jax.random.randint(k[2], (T, B), 0, rows)
+    c0, h0 = jax.random.normal(k[3], (B, H)), jax.random.normal(k[4], (B, H))
+    probe = jax.random.normal(k[5], (T, B, H))
+
+    def loss(w, table, c0, h0, scan):
+        hs, (c, h) = scan(w, table, c0, h0)
+        return jnp.sum(hs * probe) + jnp.sum(c ** 2) + 0.5 * jnp.sum(h)
+
+    def looked_up(w, table, c0, h0):   # autodiff through table[ids]
+        (c, h), hs, _ = _lstm_forward(w, table[ids], c0, h0, None, 1)
+        return hs, (c, h)
+
+    args = (w, table, c0, h0)
+    mine = jax.grad(lambda *a: loss(*a, lambda *b: lstm_scan(*b, ids, 1)), argnums=(0, 1, 2, 3))
+    ref = jax.grad(lambda *a: loss(*a, looked_up), argnums=(0, 1, 2, 3))
+    np.testing.assert_allclose(lstm_scan(*args, ids)[0], looked_up(*args)[0], rtol=1e-6)
+    for a, b in zip(mine(*args), ref(*args), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def _embed_then_project(model, params, ids):
+    """``model``'s output computed the plain way: look the tokens up, then
+    run each layer on the embedded sequence."""
+    x = params["embed"]["embedding"][ids].swapaxes(0, 1)
+    for i in range(model.layers):
+        _, x = Recurrent(model.cell, model.hidden, model.activation, time_major=True).apply(
+            {"params": params[f"layer{i}"]}, x)
+    return x.swapaxes(0, 1) @ params["head"]["kernel"] + params["head"]["bias"]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_token_model_projects_the_table_with_the_same_numbers(cell):
+    """RNN(vocab=...) feeds layer 0 the embedding table and the ids when the
+    vocabulary is smaller than the batch's tokens; a batch with fewer tokens
+    than the vocabulary takes the plain lookup. Both give the outputs and
+    gradients of embedding first and projecting after."""
+    vocab = 5
+    model = RNN(cell, hidden=6, layers=2, outputs=vocab, sequence_output=True, vocab=vocab,
+                embed=3)
+    ids = jax.random.randint(jax.random.key(1), (3, 4), 0, vocab)
+    params = model.init(jax.random.key(0), ids)["params"]
+
+    def loss(f):
+        return lambda p: jnp.sum(jnp.sin(f(p)))
+
+    np.testing.assert_allclose(model.apply({"params": params}, ids),
+                               _embed_then_project(model, params, ids), rtol=1e-5, atol=1e-6)
+    mine = jax.grad(loss(lambda p: model.apply({"params": p}, ids)))(params)
+    ref = jax.grad(loss(lambda p: _embed_then_project(model, p, ids)))(params)
+    for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    one = ids[:1, :1]                                   # 1 token < vocab: plain lookup
+    np.testing.assert_allclose(model.apply({"params": params}, one),
+                               _embed_then_project(model, params, one), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_table_path_equals_plain_lookup_per_sequence(bidirectional):
+    """A batch of 3 sequences (12 tokens > vocabulary 5) takes the projected
+    table path; each sequence alone (4 tokens) the plain lookup: same
+    outputs, with lengths and both directions."""
+    vocab = 5
+    model = RNN("lstm", hidden=4, layers=2, outputs=2, vocab=vocab, embed=3,
+                bidirectional=bidirectional)
+    ids = jax.random.randint(jax.random.key(2), (3, 4), 0, vocab)
+    lengths = jnp.array([4, 2, 3])
+    params = model.init(jax.random.key(0), ids)
+    batch = model.apply(params, ids, lengths=lengths)
+    for j in range(3):
+        alone = model.apply(params, ids[j:j + 1], lengths=lengths[j:j + 1])
+        np.testing.assert_allclose(batch[j:j + 1], alone, rtol=1e-5, atol=1e-6)

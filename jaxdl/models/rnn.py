@@ -9,17 +9,21 @@ Equations (``x`` the input, ``h`` the hidden state, ``c`` the LSTM cell)::
             h' = sigmoid(o) * tanh(c')
 
 The input projection ``x W_ih + b_ih`` of every time step is one matmul
-before the scan; only ``h W_hh`` runs inside it. The forget-gate bias starts
-at 1 (Jozefowicz et al., 2015).
+before the scan; only ``h W_hh`` runs inside it. With token inputs and a
+vocabulary smaller than the batch's tokens, the first layer projects the
+embedding table instead and each step looks its rows up (same numbers).
+The forget-gate bias starts at 1 (Jozefowicz et al., 2015).
 
 Unmasked LSTM layers (the language-model case) run through
 :func:`lstm_scan`, whose backward pass is written by hand: the forward scan
-keeps the activated gates and their derivatives, the backward scan does one
-``dz @ W_hh^T`` per step, and ``dW_hh`` is one large matmul after it instead
-of a small one accumulated every step. Measured on XLA CPU (2 cores, batch
-64, hidden 256, 100 steps, ``benchmarks/lstm_speed.py --autodiff``) the
-whole char-LSTM train step is 1.28x faster than with JAX's autodiff of the
-same scan (251.7 vs 322.6 ms); the gradients agree with autodiff to float32
+keeps the cell states and activated gates, the backward scan does one
+``dz @ W_hh^T`` per step, and ``dW_hh`` (with the token table's gradient,
+for token inputs) is one large matmul after it instead of a small one
+accumulated every step. On CPU the batch runs as two independent chains
+per step (:func:`lstm_chains`). Measured on XLA CPU (2 cores, batch 64,
+hidden 256, 100 steps, ``benchmarks/lstm_speed.py --autodiff``) the whole
+char-LSTM train step is 1.36x faster than with JAX's autodiff of the same
+scan (94.3 vs 128.6 ms); the gradients agree with autodiff to float32
 rounding (tested).
 """
 
@@ -58,60 +62,100 @@ def reverse_sequences(x: jax.Array, lengths: jax.Array | None, *,
     return jnp.take_along_axis(x, idx, axis=1)
 
 
-def _lstm_forward(w_hh, zx, c0, h0, unroll):
-    """The LSTM scan, time-major; also returns what the backward pass needs:
-    the activated gates ``[time, batch, 4 * hidden]`` and the cell states."""
+def lstm_chains(batch: int) -> int:
+    """Independent batch slices :func:`lstm_scan` runs side by side in each
+    step: 2 on CPU for batches of at least 16 (even), else 1.
+
+    XLA's CPU runtime runs the independent operations of a loop body
+    concurrently; two half-batch recurrences (each its own matmul and gate
+    fusions) keep two cores busier than one full-batch chain, whose small
+    per-step operations mostly run on one core. On 2 cores the char-LSTM
+    forward scan of ``benchmarks/lstm_speed.py`` measured 30 ms with one
+    chain, 26 ms with two and 29 ms with four. Accelerators take one chain
+    (every kernel is a launch there). The numbers do not depend on it.
+    """
+    return 2 if jax.default_backend() == "cpu" and batch >= 16 and batch % 2 == 0 else 1
+
+
+def _lstm_forward(w_hh, zx, c0, h0, ids, unroll, chains=1):
+    """The LSTM scan, time-major, the batch in ``chains`` independent slices.
+    Also returns what the backward pass needs, per chain: the cell states and
+    the four activated gates, each ``[time, batch / chains, hidden]`` (four
+    stacked outputs are written faster by XLA CPU than one ``4 * hidden``
+    wide one)."""
     hidden = h0.shape[-1]
+    part = h0.shape[0] // chains
+    rows = [slice(j * part, (j + 1) * part) for j in range(chains)]
     # sigmoid(x) = (1 + tanh(x / 2)) / 2: one tanh over all four gates.
     scale = jnp.where((jnp.arange(4 * hidden) // hidden) == 2, 1.0, 0.5).astype(zx.dtype)
 
-    def step(carry, z_t):
-        c, h = carry
+    def cell(c, h, z_t):
         u = jnp.tanh((z_t + h @ w_hh) * scale)
         s = 0.5 * u + 0.5
         i, f, g, o = s[:, :hidden], s[:, hidden:2 * hidden], u[:, 2 * hidden:3 * hidden], \
             s[:, 3 * hidden:]
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
-        return (c_new, h_new), (h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1))
+        return (c_new, h_new), (h_new, c_new, i, f, g, o)
 
-    (c_t, h_t), (hs, cs, gates) = jax.lax.scan(step, (c0, h0), zx, unroll=unroll)
-    return (c_t, h_t), hs, (cs, gates)
+    def step(carry, x_t):
+        # zx is a table of rows to look up when the step reads token ids.
+        new, outs = zip(*(cell(*carry[j], x_t[r] if ids is None else zx[x_t[r]])
+                          for j, r in enumerate(rows)))
+        return new, outs
+
+    carry0 = tuple((c0[r], h0[r]) for r in rows)
+    carry, outs = jax.lax.scan(step, carry0, zx if ids is None else ids, unroll=unroll)
+    c_t, h_t = (jnp.concatenate(parts, axis=0) for parts in zip(*carry))
+    hs = jnp.concatenate([out[0] for out in outs], axis=1)
+    return (c_t, h_t), hs, tuple(out[1:] for out in outs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def lstm_scan(w_hh: jax.Array, zx: jax.Array, c0: jax.Array, h0: jax.Array,
-              unroll: int = 1) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+              ids: jax.Array | None = None, unroll: int = 1
+              ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """An LSTM over time with a hand-written backward pass.
+
+    The batch runs as :func:`lstm_chains` independent slices per step.
 
     Args:
       w_hh: ``[hidden, 4 * hidden]`` recurrent weights (gates i, f, g, o).
-      zx: ``[time, batch, 4 * hidden]`` input projections (bias included).
+      zx: ``[time, batch, 4 * hidden]`` input projections (bias included);
+        with ``ids``, a table ``[vocab, 4 * hidden]`` of projected token rows.
       c0, h0: ``[batch, hidden]`` initial cell and hidden state.
+      ids: ``[time, batch]`` int token ids: step ``t`` reads ``zx[ids[t]]``,
+        and the table's gradient comes out of the same matmul as ``w_hh``'s
+        (one-hot ids appended to the hidden states) when ``vocab <=
+        hidden``, else from a scatter-add.
       unroll: scan unrolling.
     Returns:
       ``(hs [time, batch, hidden], (c_T, h_T))``.
     """
-    (c_t, h_t), hs, _ = _lstm_forward(w_hh, zx, c0, h0, unroll)
+    (c_t, h_t), hs, _ = _lstm_forward(w_hh, zx, c0, h0, ids, unroll,
+                                      lstm_chains(h0.shape[0]))
     return hs, (c_t, h_t)
 
 
-def _lstm_scan_fwd(w_hh, zx, c0, h0, unroll):
-    (c_t, h_t), hs, saved = _lstm_forward(w_hh, zx, c0, h0, unroll)
-    return (hs, (c_t, h_t)), (w_hh, hs, c0, h0, saved)
+def _lstm_scan_fwd(w_hh, zx, c0, h0, ids, unroll):
+    (c_t, h_t), hs, saved = _lstm_forward(w_hh, zx, c0, h0, ids, unroll,
+                                          lstm_chains(h0.shape[0]))
+    # With ids, zx is the (small) table; its row count sizes the gradient.
+    return (hs, (c_t, h_t)), (w_hh, hs, c0, h0, ids, zx if ids is not None else None, saved)
 
 
 def _lstm_scan_bwd(unroll, residuals, grads):
-    w_hh, hs, c0, h0, (cs, gates) = residuals
+    w_hh, hs, c0, h0, ids, table, saved = residuals
     d_hs, (d_ct, d_ht) = grads
     hidden = h0.shape[-1]
-    c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)
-    w_t = w_hh.T
+    part = h0.shape[0] // len(saved)
+    rows = [slice(j * part, (j + 1) * part) for j in range(len(saved))]
+    per_chain = tuple((cs, jnp.concatenate([c0[r][None], cs[:-1]], axis=0), *gates)
+                      for r, (cs, *gates) in zip(rows, saved, strict=True))
 
-    def step(carry, inp):
-        dh, dc = carry
-        dh_out, c_t, c_p, a = inp
-        i, f, g, o = (a[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    w_t = w_hh.T   # transposed once: measured faster per step than a transposed dot
+
+    def cell(dh, dc, dh_out, c_t, c_p, i, f, g, o):
         dh = dh + dh_out
         tc = jnp.tanh(c_t)
         dc = dc + dh * o * (1.0 - tc * tc)
@@ -120,11 +164,35 @@ def _lstm_scan_bwd(unroll, residuals, grads):
                               dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=-1)
         return (dz @ w_t, dc * f), dz
 
-    (dh0, dc0), dzs = jax.lax.scan(step, (d_ht, d_ct), (d_hs, cs, c_prev, gates),
-                                   reverse=True, unroll=unroll)
+    def step(carry, inp):
+        dh_out, chain_inputs = inp
+        new, dz = zip(*(cell(*carry[j], dh_out[r], *chain_inputs[j])
+                        for j, r in enumerate(rows)))
+        return new, dz
+
+    carry0 = tuple((d_ht[r], d_ct[r]) for r in rows)
+    carry, dzs = jax.lax.scan(step, carry0, (d_hs, per_chain), reverse=True, unroll=unroll)
+    dh0, dc0 = (jnp.concatenate(parts, axis=0) for parts in zip(*carry))
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
-    d_w = h_prev.reshape(-1, hidden).T @ dzs.reshape(-1, 4 * hidden)
-    return d_w, dzs, dc0, dh0
+    flat = [dz.reshape(-1, 4 * hidden) for dz in dzs]
+
+    def h_rows(r):
+        return h_prev[:, r].reshape(-1, hidden)
+
+    if ids is None:
+        d_w = sum(h_rows(r).T @ dz for r, dz in zip(rows, flat, strict=True))
+        return d_w, jnp.concatenate(dzs, axis=1), dc0, dh0, None
+    vocab = table.shape[0]
+    if vocab <= hidden:
+        d = sum(jnp.concatenate([h_rows(r), jax.nn.one_hot(ids[:, r].reshape(-1), vocab,
+                                                           dtype=hs.dtype)], axis=-1).T @ dz
+                for r, dz in zip(rows, flat, strict=True))
+        return d[:hidden], d[hidden:], dc0, dh0, None
+    d_w = sum(h_rows(r).T @ dz for r, dz in zip(rows, flat, strict=True))
+    d_table = jnp.zeros((vocab, 4 * hidden), hs.dtype)
+    for r, dz in zip(rows, flat, strict=True):
+        d_table = d_table.at[ids[:, r].reshape(-1)].add(dz)
+    return d_w, d_table, dc0, dh0, None
 
 
 lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
@@ -159,6 +227,11 @@ class Recurrent(nn.Module):
       lengths: ``[batch]`` int valid steps per sequence (None: all). Past its
         length a sequence's state stops changing and its outputs are 0.
       carry: initial state (None: zeros).
+      ids: token ids ``[batch, time]`` (``[time, batch]`` when time-major).
+        Then ``xs`` is a lookup table ``[vocab, features]`` and the layer
+        reads ``xs[ids]``: the input projection is applied to the ``vocab``
+        table rows and the projected rows are looked up, the same numbers
+        for fewer operations whenever ``vocab < batch * time``.
     Returns:
       ``(carry, ys)``: the state after each sequence's last valid step, and
       hidden states ``[batch, time, hidden]``.
@@ -176,18 +249,22 @@ class Recurrent(nn.Module):
 
     @nn.compact
     def __call__(self, xs: jax.Array, lengths: jax.Array | None = None,
-                 carry: Carry | None = None) -> tuple[Carry, jax.Array]:
+                 carry: Carry | None = None, *, ids: jax.Array | None = None
+                 ) -> tuple[Carry, jax.Array]:
         if self.cell not in CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; valid: {', '.join(CELLS)}")
-        steps, batch = xs.shape[:2] if self.time_major else xs.shape[1::-1]
+        seq = xs if ids is None else ids
+        steps, batch = seq.shape[:2] if self.time_major else seq.shape[1::-1]
         g = 4 if self.cell == "lstm" else 1
         width = g * self.hidden
         zx = nn.Dense(width, name="ih", bias_init=_bias_init(self.cell, self.hidden))(xs)
+        if ids is not None and not self.time_major:
+            ids = jnp.swapaxes(ids, 0, 1)
         w_hh = self.param("hh", nn.initializers.orthogonal(column_axis=-1),
                           (self.hidden, width), jnp.float32)
         if carry is None:
             carry = self.initial_carry(batch, zx.dtype)
-        if not self.time_major:
+        if ids is None and not self.time_major:
             zx = jnp.swapaxes(zx, 0, 1)                   # [time, batch, g * hidden]
         out = (lambda ys: ys) if self.time_major else (lambda ys: jnp.swapaxes(ys, 0, 1))
         if lengths is None:
@@ -216,9 +293,11 @@ class Recurrent(nn.Module):
 
         if lstm and mask is None:
             c0, h0 = carry
-            ys, carry = lstm_scan(w_hh, zx, c0.astype(zx.dtype), h0.astype(zx.dtype),
+            ys, carry = lstm_scan(w_hh, zx, c0.astype(zx.dtype), h0.astype(zx.dtype), ids,
                                   self.unroll)
             return carry, out(ys)
+        if ids is not None:
+            zx = zx[ids]                                  # [time, batch, g * hidden]
         inputs = (zx, mask) if mask is not None else zx
         carry, ys = jax.lax.scan(step, carry, inputs, unroll=self.unroll)
         return carry, out(ys)
@@ -287,8 +366,18 @@ class RNN(nn.Module):
         # The stack runs time-major ([time, batch, ...]): the inputs are
         # transposed once (token ids or raw features: small) rather than each
         # layer's 4 * hidden input projections.
+        ids = None
         if self.vocab is not None:
-            x = nn.Embed(self.vocab, self.embed, name="embed")(jnp.swapaxes(x, 0, 1))
+            embed = nn.Embed(self.vocab, self.embed, name="embed")
+            ids = jnp.swapaxes(x, 0, 1)
+            if self.vocab < ids.size:
+                # The first layer projects the embedding table and looks up
+                # the projected rows (Recurrent's ``ids``): same numbers,
+                # and on XLA CPU the train step of the char-LSTM benchmark
+                # loses the gather-then-project forward and its backward.
+                x = embed(jnp.arange(self.vocab))
+            else:
+                x, ids = embed(ids), None
         else:
             if x.ndim == 2:
                 x = x[..., None]
@@ -303,17 +392,21 @@ class RNN(nn.Module):
             layer = Recurrent(self.cell, self.hidden, self.activation, self.unroll,
                               time_major=True,
                               name=f"layer{i}" if not self.bidirectional else f"layer{i}_fwd")
-            c, ys = layer(x, lengths, None if carry is None else carry[i])
+            c, ys = layer(x, lengths, None if carry is None else carry[i], ids=ids)
             carries.append(c)
             h_last = c[1] if self.cell == "lstm" else c
             if self.bidirectional:
                 back = Recurrent(self.cell, self.hidden, self.activation, self.unroll,
                                  time_major=True, name=f"layer{i}_bwd")
-                cb, yb = back(reverse_sequences(x, lengths, time_major=True), lengths)
+                if ids is None:
+                    cb, yb = back(reverse_sequences(x, lengths, time_major=True), lengths)
+                else:
+                    cb, yb = back(x, lengths, ids=reverse_sequences(ids, lengths,
+                                                                     time_major=True))
                 ys = jnp.concatenate([ys, reverse_sequences(yb, lengths, time_major=True)],
                                      axis=-1)
                 h_last = jnp.concatenate([h_last, cb[1] if self.cell == "lstm" else cb], -1)
-            x, last = ys, h_last
+            x, last, ids = ys, h_last, None
         feats = x if self.sequence_output else last
         if self.dropout:
             feats = Dropout()(feats, dropout_rate, deterministic=not train)
