@@ -58,8 +58,9 @@ def jaxdl_runner(batches, autodiff: bool = False):
     })
     original = rnn.lstm_scan
     if autodiff:
-        def plain(w_hh, zx, c0, h0, ids=None, unroll=1):
-            (c, h), hs, _ = rnn._lstm_forward(w_hh, zx, c0, h0, ids, unroll)
+        def plain(w_hh, zx, c0, h0, unroll=1, ids=None):   # same scan, same chains
+            (c, h), hs, _ = rnn._lstm_forward(w_hh, zx, c0, h0, ids, unroll,
+                                              rnn.lstm_chains(h0.shape[0]))
             return hs, (c, h)
         rnn.lstm_scan = plain
     try:

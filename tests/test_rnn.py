@@ -186,11 +186,14 @@ def test_bad_arguments():
         m.init(jax.random.key(0), x, carry=[(jnp.zeros((1, 2)),) * 2])
 
 
-def test_hand_written_lstm_backward_equals_autodiff():
-    from jaxdl.models.rnn import _lstm_forward, lstm_scan
+@pytest.mark.parametrize("B", [3, 16])   # one chain; two chains on CPU (lstm_chains)
+def test_hand_written_lstm_backward_equals_autodiff(B):
+    from jaxdl.models.rnn import _lstm_forward, lstm_chains, lstm_scan
 
+    if B == 16 and jax.default_backend() == "cpu":
+        assert lstm_chains(B) == 2
     k = jax.random.split(jax.random.key(7), 5)
-    T, B, H = 6, 3, 4
+    T, H = 6, 4
     w = jax.random.normal(k[0], (H, 4 * H)) * 0.5
     zx = jax.random.normal(k[1], (T, B, 4 * H))
     c0, h0 = jax.random.normal(k[2], (B, H)), jax.random.normal(k[3], (B, H))
@@ -207,21 +210,22 @@ def test_hand_written_lstm_backward_equals_autodiff():
         (c, h), hs, _ = _lstm_forward(w, zx, c0, h0, None, 1)
         return hs, (c, h)
 
-    mine = jax.grad(loss(lambda *a: lstm_scan(*a, None, 1)), argnums=(0, 1, 2, 3))(w, zx, c0, h0)
+    mine = jax.grad(loss(lambda *a: lstm_scan(*a, 1)), argnums=(0, 1, 2, 3))(w, zx, c0, h0)
     ref = jax.grad(loss(autodiff), argnums=(0, 1, 2, 3))(w, zx, c0, h0)
     for a, b in zip(mine, ref, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("B", [3, 16])     # one chain; two chains on CPU
 @pytest.mark.parametrize("rows", [3, 9])   # <= hidden: one-hot matmul; > hidden: scatter-add
-def test_lstm_scan_over_token_ids_equals_autodiff_of_the_lookup(rows):
+def test_lstm_scan_over_token_ids_equals_autodiff_of_the_lookup(rows, B):
     from jaxdl.models.rnn import _lstm_forward, lstm_scan
 
     k = jax.random.split(jax.random.key(8), 6)
-    T, B, H = 5, 3, 4
+    T, H = 5, 4
     w = jax.random.normal(k[0], (H, 4 * H)) * 0.5
     table = jax.random.normal(k[1], (rows, 4 * H))
-    ids = jax.random.randint(k[2], (T, B), 0, rows)
+    ids = jax.random.randint(k[2], (T, B), -rows, rows)   # negative ids count from the end
     c0, h0 = jax.random.normal(k[3], (B, H)), jax.random.normal(k[4], (B, H))
     probe = jax.random.normal(k[5], (T, B, H))
 
@@ -229,14 +233,14 @@ def test_lstm_scan_over_token_ids_equals_autodiff_of_the_lookup(rows):
         hs, (c, h) = scan(w, table, c0, h0)
         return jnp.sum(hs * probe) + jnp.sum(c ** 2) + 0.5 * jnp.sum(h)
 
-    def looked_up(w, table, c0, h0):   # autodiff through table[ids]
+    def looked_up(w, table, c0, h0):   # autodiff through table[ids] (numpy indexing)
         (c, h), hs, _ = _lstm_forward(w, table[ids], c0, h0, None, 1)
         return hs, (c, h)
 
     args = (w, table, c0, h0)
-    mine = jax.grad(lambda *a: loss(*a, lambda *b: lstm_scan(*b, ids, 1)), argnums=(0, 1, 2, 3))
+    mine = jax.grad(lambda *a: loss(*a, lambda *b: lstm_scan(*b, 1, ids)), argnums=(0, 1, 2, 3))
     ref = jax.grad(lambda *a: loss(*a, looked_up), argnums=(0, 1, 2, 3))
-    np.testing.assert_allclose(lstm_scan(*args, ids)[0], looked_up(*args)[0], rtol=1e-6)
+    np.testing.assert_allclose(lstm_scan(*args, ids=ids)[0], looked_up(*args)[0], rtol=1e-6)
     for a, b in zip(mine(*args), ref(*args), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
@@ -272,9 +276,18 @@ def test_token_model_projects_the_table_with_the_same_numbers(cell):
     ref = jax.grad(loss(lambda p: _embed_then_project(model, p, ids)))(params)
     for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(ref), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    one = ids[:1, :1]                                   # 1 token < vocab: plain lookup
-    np.testing.assert_allclose(model.apply({"params": params}, one),
-                               _embed_then_project(model, params, one), rtol=1e-5, atol=1e-6)
+
+def test_out_of_range_token_reads_nan_on_both_lookup_paths():
+    """flax.linen.Embed gives NaN for an id past the vocabulary; the
+    projected-table path must not clamp it to a real row instead."""
+    vocab = 5
+    model = RNN("lstm", hidden=4, outputs=vocab, sequence_output=True, vocab=vocab, embed=3)
+    ids = jnp.zeros((2, 4), jnp.int32).at[1, 2].set(vocab)   # 8 tokens > 5: table path
+    params = model.init(jax.random.key(0), ids)
+    table_path = model.apply(params, ids)
+    plain_path = model.apply(params, ids[1:, :])               # 4 tokens: plain lookup
+    assert np.isnan(table_path[1, 2:]).all() and np.isfinite(table_path[0]).all()
+    assert np.isnan(plain_path[0, 2:]).all() and np.isfinite(plain_path[0, :2]).all()
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

@@ -18,12 +18,13 @@ Unmasked LSTM layers (the language-model case) run through
 :func:`lstm_scan`, whose backward pass is written by hand: the forward scan
 keeps the cell states and activated gates, the backward scan does one
 ``dz @ W_hh^T`` per step, and ``dW_hh`` (with the token table's gradient,
-for token inputs) is one large matmul after it instead of a small one
-accumulated every step. On CPU the batch runs as two independent chains
-per step (:func:`lstm_chains`). Measured on XLA CPU (2 cores, batch 64,
+for token inputs and a vocabulary no larger than the hidden size) comes
+from large matmuls after it, one per batch chain, instead of a small one
+accumulated every step. On CPU an even batch of 16 or more runs as two
+independent chains per step (:func:`lstm_chains`). Measured on XLA CPU (2 cores, batch 64,
 hidden 256, 100 steps, ``benchmarks/lstm_speed.py --autodiff``) the whole
-char-LSTM train step is 1.36x faster than with JAX's autodiff of the same
-scan (94.3 vs 128.6 ms); the gradients agree with autodiff to float32
+char-LSTM train step is 1.43x faster than with JAX's autodiff of the same
+scan (99.7 vs 142.8 ms); the gradients agree with autodiff to float32
 rounding (tested).
 """
 
@@ -38,7 +39,8 @@ import jax.numpy as jnp
 
 from jaxdl.models.layers import Dropout, activation
 
-__all__ = ["CELLS", "RNN", "Recurrent", "lstm_scan", "reverse_sequences"]
+__all__ = ["CELLS", "RNN", "Recurrent", "lstm_chains", "lstm_scan", "reverse_sequences",
+           "take_rows"]
 
 CELLS = ("rnn", "lstm")
 
@@ -62,6 +64,12 @@ def reverse_sequences(x: jax.Array, lengths: jax.Array | None, *,
     return jnp.take_along_axis(x, idx, axis=1)
 
 
+def take_rows(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """``table[ids]`` along the first axis with ``flax.linen.Embed``'s rules:
+    negative ids count from the end, ids past the end give NaN rows."""
+    return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+
+
 def lstm_chains(batch: int) -> int:
     """Independent batch slices :func:`lstm_scan` runs side by side in each
     step: 2 on CPU for batches of at least 16 (even), else 1.
@@ -72,7 +80,10 @@ def lstm_chains(batch: int) -> int:
     per-step operations mostly run on one core. On 2 cores the char-LSTM
     forward scan of ``benchmarks/lstm_speed.py`` measured 30 ms with one
     chain, 26 ms with two and 29 ms with four. Accelerators take one chain
-    (every kernel is a launch there). The numbers do not depend on it.
+    (every kernel is a launch there). Results agree across chain counts to
+    float rounding (the weight gradient sums one matmul per chain). The
+    count follows JAX's default backend, so a program compiled for another
+    backend than the default gets that backend's count only in speed.
     """
     return 2 if jax.default_backend() == "cpu" and batch >= 16 and batch % 2 == 0 else 1
 
@@ -100,20 +111,20 @@ def _lstm_forward(w_hh, zx, c0, h0, ids, unroll, chains=1):
 
     def step(carry, x_t):
         # zx is a table of rows to look up when the step reads token ids.
-        new, outs = zip(*(cell(*carry[j], x_t[r] if ids is None else zx[x_t[r]])
-                          for j, r in enumerate(rows)))
+        new, outs = zip(*(cell(*carry[j], x_t[r] if ids is None else take_rows(zx, x_t[r]))
+                          for j, r in enumerate(rows)), strict=True)
         return new, outs
 
     carry0 = tuple((c0[r], h0[r]) for r in rows)
     carry, outs = jax.lax.scan(step, carry0, zx if ids is None else ids, unroll=unroll)
-    c_t, h_t = (jnp.concatenate(parts, axis=0) for parts in zip(*carry))
+    c_t, h_t = (jnp.concatenate(parts, axis=0) for parts in zip(*carry, strict=True))
     hs = jnp.concatenate([out[0] for out in outs], axis=1)
     return (c_t, h_t), hs, tuple(out[1:] for out in outs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def lstm_scan(w_hh: jax.Array, zx: jax.Array, c0: jax.Array, h0: jax.Array,
-              ids: jax.Array | None = None, unroll: int = 1
+              unroll: int = 1, ids: jax.Array | None = None
               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """An LSTM over time with a hand-written backward pass.
 
@@ -124,11 +135,12 @@ def lstm_scan(w_hh: jax.Array, zx: jax.Array, c0: jax.Array, h0: jax.Array,
       zx: ``[time, batch, 4 * hidden]`` input projections (bias included);
         with ``ids``, a table ``[vocab, 4 * hidden]`` of projected token rows.
       c0, h0: ``[batch, hidden]`` initial cell and hidden state.
-      ids: ``[time, batch]`` int token ids: step ``t`` reads ``zx[ids[t]]``,
-        and the table's gradient comes out of the same matmul as ``w_hh``'s
-        (one-hot ids appended to the hidden states) when ``vocab <=
-        hidden``, else from a scatter-add.
       unroll: scan unrolling.
+      ids: ``[time, batch]`` int token ids: step ``t`` reads ``zx[ids[t]]``
+        (as ``flax.linen.Embed`` does: negative ids count from the end, ids
+        past it read NaN). The table's gradient comes out of the matmuls
+        that give ``w_hh``'s (one-hot ids appended to the hidden states)
+        when ``vocab <= hidden``, else from a scatter-add.
     Returns:
       ``(hs [time, batch, hidden], (c_T, h_T))``.
     """
@@ -137,7 +149,7 @@ def lstm_scan(w_hh: jax.Array, zx: jax.Array, c0: jax.Array, h0: jax.Array,
     return hs, (c_t, h_t)
 
 
-def _lstm_scan_fwd(w_hh, zx, c0, h0, ids, unroll):
+def _lstm_scan_fwd(w_hh, zx, c0, h0, unroll, ids):
     (c_t, h_t), hs, saved = _lstm_forward(w_hh, zx, c0, h0, ids, unroll,
                                           lstm_chains(h0.shape[0]))
     # With ids, zx is the (small) table; its row count sizes the gradient.
@@ -167,12 +179,12 @@ def _lstm_scan_bwd(unroll, residuals, grads):
     def step(carry, inp):
         dh_out, chain_inputs = inp
         new, dz = zip(*(cell(*carry[j], dh_out[r], *chain_inputs[j])
-                        for j, r in enumerate(rows)))
+                        for j, r in enumerate(rows)), strict=True)
         return new, dz
 
     carry0 = tuple((d_ht[r], d_ct[r]) for r in rows)
     carry, dzs = jax.lax.scan(step, carry0, (d_hs, per_chain), reverse=True, unroll=unroll)
-    dh0, dc0 = (jnp.concatenate(parts, axis=0) for parts in zip(*carry))
+    dh0, dc0 = (jnp.concatenate(parts, axis=0) for parts in zip(*carry, strict=True))
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
     flat = [dz.reshape(-1, 4 * hidden) for dz in dzs]
 
@@ -183,6 +195,7 @@ def _lstm_scan_bwd(unroll, residuals, grads):
         d_w = sum(h_rows(r).T @ dz for r, dz in zip(rows, flat, strict=True))
         return d_w, jnp.concatenate(dzs, axis=1), dc0, dh0, None
     vocab = table.shape[0]
+    ids = jnp.where(ids < 0, ids + vocab, ids)    # the rows the forward pass read
     if vocab <= hidden:
         d = sum(jnp.concatenate([h_rows(r), jax.nn.one_hot(ids[:, r].reshape(-1), vocab,
                                                            dtype=hs.dtype)], axis=-1).T @ dz
@@ -293,11 +306,11 @@ class Recurrent(nn.Module):
 
         if lstm and mask is None:
             c0, h0 = carry
-            ys, carry = lstm_scan(w_hh, zx, c0.astype(zx.dtype), h0.astype(zx.dtype), ids,
-                                  self.unroll)
+            ys, carry = lstm_scan(w_hh, zx, c0.astype(zx.dtype), h0.astype(zx.dtype),
+                                  self.unroll, ids)
             return carry, out(ys)
         if ids is not None:
-            zx = zx[ids]                                  # [time, batch, g * hidden]
+            zx = take_rows(zx, ids)                       # [time, batch, g * hidden]
         inputs = (zx, mask) if mask is not None else zx
         carry, ys = jax.lax.scan(step, carry, inputs, unroll=self.unroll)
         return carry, out(ys)
