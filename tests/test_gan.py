@@ -1,0 +1,203 @@
+"""GAN networks (jaxdl.models.gan) and the two-player step, losses and
+quality scores (jaxdl.algorithms.gan)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxdl.algorithms.gan import (
+    GAN,
+    LOSSES,
+    class_statistics,
+    discriminator_loss,
+    frechet_distance,
+    gaussian_stats,
+    generator_loss,
+)
+from jaxdl.models.gan import Discriminator, Generator
+
+LATENT = 8
+
+
+def tiny_gan(kind="mlp", norm="batch", loss="non_saturating", n_critic=1, g_lr=1e-2,
+             d_lr=1e-2):
+    return GAN(Generator(kind, width=8, depth=1, norm=norm, image=(8, 8, 1)),
+               Discriminator(kind, width=8, depth=1), optax.sgd(g_lr), optax.sgd(d_lr),
+               latent=LATENT, loss=loss, n_critic=n_critic)
+
+
+def reals(n, key=0):
+    return jnp.tanh(jax.random.normal(jax.random.key(key), (n, 8, 8, 1)))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_generator_shapes_and_range(kind, norm):
+    g = Generator(kind, width=8, depth=2, norm=norm)
+    z = jax.random.normal(jax.random.key(0), (5, 16)) * 10.0      # large: saturates tanh
+    variables = g.init(jax.random.key(1), z)
+    assert ("batch_stats" in variables) == (norm == "batch")
+    images = g.apply(variables, z)
+    assert images.shape == (5, 28, 28, 1)
+    assert float(jnp.min(images)) >= -1.0 and float(jnp.max(images)) <= 1.0
+    assert float(jnp.std(images)) > 0
+    d = Discriminator(kind, width=8, depth=2)
+    logits = d.apply(d.init(jax.random.key(2), images), images)
+    assert logits.shape == (5,)
+
+
+def test_network_config_errors():
+    z = jnp.zeros((2, 4))
+    with pytest.raises(ValueError, match="unknown GAN network kind 'dense'; valid: mlp, conv"):
+        Generator("dense").init(jax.random.key(0), z)
+    with pytest.raises(ValueError, match="unknown generator norm 'layer'; valid: batch, none"):
+        Generator("mlp", norm="layer").init(jax.random.key(0), z)
+    with pytest.raises(ValueError, match="divisible by 4, got 30x30"):
+        Generator("conv", image=(30, 30, 1)).init(jax.random.key(0), z)
+    with pytest.raises(ValueError, match="unknown GAN loss 'wasserstein'"):
+        tiny_gan(loss="wasserstein")
+    with pytest.raises(ValueError, match="n_critic must be >= 1, got 0"):
+        tiny_gan(n_critic=0)
+
+
+def test_losses_against_hand_computation():
+    real = np.array([2.0, -0.5, 0.3])
+    fake = np.array([-1.5, 0.8])
+    softplus = lambda x: np.log1p(np.exp(x))  # noqa: E731
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    expected_d = {
+        # -log D(real) - log(1 - D(fake)), D = sigmoid(logit)
+        "non_saturating": np.mean(-np.log(sigmoid(real))) + np.mean(-np.log(1 - sigmoid(fake))),
+        "least_squares": 0.5 * (np.mean((real - 1) ** 2) + np.mean(fake ** 2)),
+        "hinge": np.mean(np.maximum(0, 1 - real)) + np.mean(np.maximum(0, 1 + fake)),
+    }
+    expected_g = {"non_saturating": np.mean(-np.log(sigmoid(fake))),
+                  "least_squares": 0.5 * np.mean((fake - 1) ** 2),
+                  "hinge": -np.mean(fake)}
+    assert softplus(0.0) == pytest.approx(math.log(2))
+    for kind in LOSSES:
+        assert float(discriminator_loss(kind, jnp.asarray(real), jnp.asarray(fake))) == \
+            pytest.approx(expected_d[kind], rel=1e-6), kind
+        assert float(generator_loss(kind, jnp.asarray(fake))) == \
+            pytest.approx(expected_g[kind], rel=1e-6), kind
+    with pytest.raises(ValueError, match="unknown GAN loss"):
+        generator_loss("bce", jnp.zeros(2))
+
+
+def _changed(a, b):
+    return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b),
+                                                       strict=True))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_each_player_updates_only_its_own_parameters(kind):
+    batch = reals(6)
+    rng = jax.random.key(3)
+    frozen_g = tiny_gan(kind, g_lr=0.0)
+    s0 = frozen_g.init(jax.random.key(0), (8, 8, 1))
+    s1, _ = jax.jit(frozen_g.train_step)(s0, batch, rng)
+    assert _changed(s0.d_params, s1.d_params)
+    assert not _changed(s0.g_params, s1.g_params)
+    frozen_d = tiny_gan(kind, d_lr=0.0)
+    s1, _ = jax.jit(frozen_d.train_step)(s0, batch, rng)
+    assert _changed(s0.g_params, s1.g_params)
+    assert not _changed(s0.d_params, s1.d_params)
+    assert int(s1.step) == 1
+
+
+@pytest.mark.parametrize("n_critic", [1, 3])
+def test_generator_update_sees_the_updated_discriminator(n_critic):
+    """Order within a step: n_critic discriminator updates first, then the
+    generator's loss is taken against the updated discriminator."""
+    gan = tiny_gan(n_critic=n_critic)
+    s0 = gan.init(jax.random.key(0), (8, 8, 1))
+    batch = reals(4 * n_critic).reshape(n_critic, 4, 8, 8, 1)
+    rng = jax.random.key(5)
+    s1, m = gan.train_step(s0, batch, rng)
+    keys = jax.random.split(jax.random.fold_in(rng, 0), n_critic + 1)
+    z = jax.random.normal(keys[-1], (4, LATENT))
+    fake = gan.generator.apply({"params": s0.g_params, "batch_stats": s0.g_batch_stats}, z,
+                               train=True, mutable=["batch_stats"])[0]
+    d_fake = gan.discriminator.apply({"params": s1.d_params}, fake)
+    assert float(m["g_loss"]) == pytest.approx(float(generator_loss(gan.loss, d_fake)),
+                                               rel=1e-5)
+    assert float(m["d_fake"]) == pytest.approx(float(jnp.mean(d_fake)), rel=1e-5)
+    with pytest.raises(ValueError, match="reals has 1 batches for n_critic=3"):
+        tiny_gan(n_critic=3).train_step(s0, batch[:1], rng)
+
+
+def test_batch_norm_statistics_move_only_in_training():
+    gan = tiny_gan(norm="batch")
+    s0 = gan.init(jax.random.key(0), (8, 8, 1))
+    s1, _ = gan.train_step(s0, reals(4), jax.random.key(1))
+    assert _changed(s0.g_batch_stats, s1.g_batch_stats)
+    z = jax.random.normal(jax.random.key(2), (3, LATENT))
+    assert gan.sample(s1, z).shape == (3, 8, 8, 1)
+    np.testing.assert_array_equal(gan.sample(s1, z), gan.sample(s1, z))
+
+
+def test_same_seed_same_samples():
+    def run():
+        gan = tiny_gan("conv")
+        epoch = jax.jit(gan.train_epoch, static_argnums=3)
+        state = gan.init(jax.random.key(0), (8, 8, 1))
+        for e in range(2):
+            state, _ = epoch(state, reals(24), jax.random.fold_in(jax.random.key(1), e), 4)
+        return gan.sample(state, jax.random.normal(jax.random.key(9), (4, LATENT)))
+
+    np.testing.assert_array_equal(run(), run())
+
+
+def test_train_epoch_steps_metrics_and_progress():
+    gan = tiny_gan(n_critic=2)
+    state = gan.init(jax.random.key(0), (8, 8, 1))
+    seen = []
+    state, m = jax.jit(gan.train_epoch, static_argnums=(3, 4))(
+        state, reals(21), jax.random.key(1), 4, lambda step, metrics: seen.append(int(step)))
+    assert int(state.step) == 2                   # 21 // (4 * 2)
+    assert seen == [1, 2]
+    assert set(m) == {"d_loss", "g_loss", "d_real", "d_fake"}
+    assert all(np.isfinite(float(v)) for v in m.values())
+    with pytest.raises(ValueError, match="7 images are fewer than one step's 8"):
+        gan.train_epoch(state, reals(7), jax.random.key(1), 4)
+
+
+def test_frechet_distance_matches_scipy_reference():
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 6)) @ rng.normal(size=(6, 6))
+    b = rng.normal(size=(150, 6)) @ rng.normal(size=(6, 6)) + 0.5
+    (m1, c1), (m2, c2) = gaussian_stats(a), gaussian_stats(b)
+    covmean = scipy_linalg.sqrtm(c1 @ c2).real
+    reference = np.sum((m1 - m2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * np.trace(covmean)
+    assert frechet_distance(m1, c1, m2, c2) == pytest.approx(reference, rel=1e-6)
+    assert frechet_distance(m2, c2, m1, c1) == pytest.approx(reference, rel=1e-6)
+    assert abs(frechet_distance(m1, c1, m1, c1)) < 1e-8
+    # Shifting one mean by v adds |v|^2.
+    v = np.array([1.0, -2.0, 0, 0, 0, 3.0])
+    assert frechet_distance(m1 + v, c1, m1, c1) == pytest.approx(14.0, rel=1e-8)
+
+
+def test_frechet_bad_input():
+    mu, cov = np.zeros(3), np.eye(3)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        frechet_distance(mu, cov, np.zeros(4), np.eye(4))
+    with pytest.raises(ValueError, match=r"features must be \[n >= 2, d\]"):
+        gaussian_stats(np.zeros((1, 3)))
+
+
+def test_class_statistics():
+    uniform = np.eye(10)[np.arange(100) % 10] * 0.95 + 0.005
+    s = class_statistics(uniform)
+    assert s["confident"] == 1.0
+    assert s["class_entropy"] == pytest.approx(math.log(10))
+    collapsed = np.tile(np.full(10, 0.1), (50, 1))
+    collapsed[:, 3] = 0.2
+    s = class_statistics(collapsed)
+    assert s == {"confident": 0.0, "class_entropy": 0.0}
+    with pytest.raises(ValueError, match=r"probs must be \[n, classes\]"):
+        class_statistics(np.zeros(10))
