@@ -21,11 +21,11 @@ keeps the cell states and activated gates, the backward scan does one
 for token inputs and a vocabulary no larger than the hidden size) comes
 from large matmuls after it, one per batch chain, instead of a small one
 accumulated every step. On CPU an even batch of 16 or more runs as two
-independent chains per step (:func:`lstm_chains`). Measured on XLA CPU (2 cores, batch 64,
-hidden 256, 100 steps, ``benchmarks/lstm_speed.py --autodiff``) the whole
-char-LSTM train step is 1.43x faster than with JAX's autodiff of the same
-scan (99.7 vs 142.8 ms); the gradients agree with autodiff to float32
-rounding (tested).
+independent chains per step (:func:`lstm_chains`). Measured on XLA CPU
+(2 cores, batch 64, hidden 256, 100 steps, ``benchmarks/lstm_speed.py
+--autodiff``) the whole char-LSTM train step is 1.43x faster than with
+JAX's autodiff of the same scan (99.7 vs 142.8 ms); the gradients agree
+with autodiff to float32 rounding (tested).
 """
 
 from __future__ import annotations
@@ -77,13 +77,13 @@ def lstm_chains(batch: int) -> int:
     XLA's CPU runtime runs the independent operations of a loop body
     concurrently; two half-batch recurrences (each its own matmul and gate
     fusions) keep two cores busier than one full-batch chain, whose small
-    per-step operations mostly run on one core. On 2 cores the char-LSTM
-    forward scan of ``benchmarks/lstm_speed.py`` measured 30 ms with one
-    chain, 26 ms with two and 29 ms with four. Accelerators take one chain
-    (every kernel is a launch there). Results agree across chain counts to
-    float rounding (the weight gradient sums one matmul per chain). The
-    count follows JAX's default backend, so a program compiled for another
-    backend than the default gets that backend's count only in speed.
+    per-step operations mostly run on one core. On 2 cores a probe of the
+    char-LSTM forward scan (``benchmarks/lstm_speed.py``'s sizes) measured
+    30 ms with one chain, 26 ms with two and 29 ms with four. Accelerators
+    take one chain (every kernel is a launch there). Results agree across
+    chain counts to float rounding (the weight gradient sums one matmul per
+    chain). The count follows JAX's default backend: a program compiled for
+    another backend gets a count that is only slower there, never wrong.
     """
     return 2 if jax.default_backend() == "cpu" and batch >= 16 and batch % 2 == 0 else 1
 
