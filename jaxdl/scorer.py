@@ -29,6 +29,7 @@ Scores of generated images ``[n, 28, 28, 1]`` in [-1, 1]
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -44,6 +45,9 @@ import numpy as np
 from jaxdl import config as config_lib
 from jaxdl.algorithms.gan import class_statistics, frechet_distance, gaussian_stats
 from jaxdl.data import download
+from jaxdl.errors import CheckpointError
+from jaxdl.metrics import write_json
+from jaxdl.models.layers import activation
 
 __all__ = ["SCORER_CONFIG", "Scorer", "load_scorer", "scorer_dir"]
 
@@ -97,12 +101,16 @@ class Scorer:
 
     @cached_property
     def _apply(self):
+        act = activation(self.model.activation)
+
         def run(params, images):
             x = (images.reshape(images.shape[0], -1) + 1.0) / 2.0     # [-1, 1] -> [0, 1]
             logits, inter = self.model.apply(
                 {"params": params}, x, capture_intermediates=lambda m, _: isinstance(m, nn.Dense))
-            dense = sorted(k for k in inter["intermediates"] if k.startswith("Dense_"))
-            features = jax.nn.relu(inter["intermediates"][dense[-2]]["__call__"][0])
+            dense = sorted((k for k in inter["intermediates"] if k.startswith("Dense_")),
+                           key=lambda k: int(k.split("_")[1]))
+            # The last hidden layer: the Dense before the output one, activated.
+            features = act(inter["intermediates"][dense[-2]]["__call__"][0])
             return features, jax.nn.softmax(logits)
         return jax.jit(run)
 
@@ -151,19 +159,26 @@ def load_scorer(dataset: str = "mnist", data_dir: str | None = None, *,
       quiet: no training output.
     Raises:
       DataError: the dataset is missing or corrupt (as for training).
-      RuntimeError: the scorer's training diverged.
+      CheckpointError: the cache directory exists but holds no finished
+        scorer (delete it to retrain).
+      RuntimeError: the scorer's training did not complete (diverged).
     """
     from jaxdl import experiment
 
     cfg = _scorer_config(dataset, data_dir, overrides)
     target = scorer_dir(dataset, data_dir, overrides, cache)
-    if not (target / "summary.json").exists():
+    if target.exists() and not (target / "summary.json").exists():
+        raise CheckpointError(f"{target} holds no finished scorer (an interrupted copy or "
+                              f"deletion?); delete the directory to retrain")
+    if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
             result = experiment.run(cfg, workdir=tmp / "run", progress=False, quiet=quiet)
             if result.status != "completed":
                 raise RuntimeError(f"training the scorer ended with status {result.status}")
+            summary = json.loads((tmp / "run" / "summary.json").read_text())
+            write_json(tmp / "run" / "summary.json", {**summary, "run_dir": str(target)})
             try:
                 os.replace(tmp / "run", target)
             except OSError:
@@ -171,6 +186,6 @@ def load_scorer(dataset: str = "mnist", data_dir: str | None = None, *,
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    restored = experiment.restore(target, data_dir=data_dir)
+    restored = experiment.restore(target, data_dir=str(download.default_data_dir(data_dir)))
     test = np.asarray(restored.dataset.test.x, np.float32)       # [n, 28, 28] in [0, 1]
     return Scorer(target, restored.model, restored.params, (test * 2.0 - 1.0)[..., None])

@@ -58,6 +58,8 @@ def test_network_config_errors():
         Generator("mlp", norm="layer").init(jax.random.key(0), z)
     with pytest.raises(ValueError, match="divisible by 4, got 30x30"):
         Generator("conv", image=(30, 30, 1)).init(jax.random.key(0), z)
+    with pytest.raises(ValueError, match="divisible by 4, got 30x30"):
+        Discriminator("conv").init(jax.random.key(0), jnp.zeros((2, 30, 30, 1)))
     with pytest.raises(ValueError, match="unknown GAN loss 'wasserstein'"):
         tiny_gan(loss="wasserstein")
     with pytest.raises(ValueError, match="n_critic must be >= 1, got 0"):
@@ -94,19 +96,32 @@ def _changed(a, b):
 
 
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
-def test_each_player_updates_only_its_own_parameters(kind):
-    batch = reals(6)
-    rng = jax.random.key(3)
-    frozen_g = tiny_gan(kind, g_lr=0.0)
-    s0 = frozen_g.init(jax.random.key(0), (8, 8, 1))
-    s1, _ = jax.jit(frozen_g.train_step)(s0, batch, rng)
-    assert _changed(s0.d_params, s1.d_params)
-    assert not _changed(s0.g_params, s1.g_params)
-    frozen_d = tiny_gan(kind, d_lr=0.0)
-    s1, _ = jax.jit(frozen_d.train_step)(s0, batch, rng)
-    assert _changed(s0.g_params, s1.g_params)
-    assert not _changed(s0.d_params, s1.d_params)
-    assert int(s1.step) == 1
+def test_each_player_updates_only_by_its_own_gradient(kind):
+    """One step (n_critic 1, plain SGD) equals, by hand: D moves along the
+    gradient of the discriminator loss on a real batch and a detached fake
+    batch, and nothing else moves D; then G moves along the gradient of the
+    generator loss through the updated D, and nothing else moves G."""
+    lr_g, lr_d = 0.05, 0.1
+    gan = tiny_gan(kind, norm="none", g_lr=lr_g, d_lr=lr_d)
+    s0 = gan.init(jax.random.key(0), (8, 8, 1))
+    real, rng = reals(6), jax.random.key(3)
+    s1, m = jax.jit(gan.train_step)(s0, real, rng)
+
+    k_d, k_g = jax.random.split(jax.random.fold_in(rng, 0), 2)
+    G = lambda p, z: gan.generator.apply({"params": p}, z, train=True)  # noqa: E731
+    D = lambda p, x: gan.discriminator.apply({"params": p}, x)  # noqa: E731
+    fake = G(s0.g_params, jax.random.normal(k_d, (6, LATENT)))
+    d_grad = jax.grad(lambda p: discriminator_loss(gan.loss, D(p, real), D(p, fake)))(
+        s0.d_params)
+    d_expected = jax.tree.map(lambda p, g: p - lr_d * g, s0.d_params, d_grad)
+    z_g = jax.random.normal(k_g, (6, LATENT))
+    g_grad = jax.grad(lambda p: generator_loss(gan.loss, D(d_expected, G(p, z_g))))(s0.g_params)
+    g_expected = jax.tree.map(lambda p, g: p - lr_g * g, s0.g_params, g_grad)
+    for got, want in ((s1.d_params, d_expected), (s1.g_params, g_expected)):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert _changed(s0.d_params, s1.d_params) and _changed(s0.g_params, s1.g_params)
+    assert int(s1.step) == 1 and set(m) == {"d_loss", "g_loss", "d_real", "d_fake"}
 
 
 @pytest.mark.parametrize("n_critic", [1, 3])
@@ -128,6 +143,8 @@ def test_generator_update_sees_the_updated_discriminator(n_critic):
     assert float(m["d_fake"]) == pytest.approx(float(jnp.mean(d_fake)), rel=1e-5)
     with pytest.raises(ValueError, match="reals has 1 batches for n_critic=3"):
         tiny_gan(n_critic=3).train_step(s0, batch[:1], rng)
+    with pytest.raises(ValueError, match=r"reals must be \[batch, H, W, C\]"):
+        gan.train_step(s0, batch[0, :, :, :, 0], rng)
 
 
 def test_batch_norm_statistics_move_only_in_training():
@@ -141,25 +158,29 @@ def test_batch_norm_statistics_move_only_in_training():
 
 
 def test_same_seed_same_samples():
-    def run():
+    def run(seed=1):
         gan = tiny_gan("conv")
         epoch = jax.jit(gan.train_epoch, static_argnums=3)
         state = gan.init(jax.random.key(0), (8, 8, 1))
         for e in range(2):
-            state, _ = epoch(state, reals(24), jax.random.fold_in(jax.random.key(1), e), 4)
+            state, _ = epoch(state, reals(24), jax.random.fold_in(jax.random.key(seed), e), 4)
         return gan.sample(state, jax.random.normal(jax.random.key(9), (4, LATENT)))
 
     np.testing.assert_array_equal(run(), run())
+    assert not np.array_equal(run(), run(seed=2))        # the seed matters
 
 
 def test_train_epoch_steps_metrics_and_progress():
     gan = tiny_gan(n_critic=2)
     state = gan.init(jax.random.key(0), (8, 8, 1))
     seen = []
-    state, m = jax.jit(gan.train_epoch, static_argnums=(3, 4))(
-        state, reals(21), jax.random.key(1), 4, lambda step, metrics: seen.append(int(step)))
-    assert int(state.step) == 2                   # 21 // (4 * 2)
-    assert seen == [1, 2]
+    epoch = jax.jit(gan.train_epoch, static_argnums=(3, 4))
+    progress = lambda step, metrics: seen.append(int(step))  # noqa: E731
+    for e in range(2):
+        state, m = epoch(state, reals(21), jax.random.key(e), 4, progress)
+    jax.effects_barrier()
+    assert int(state.step) == 4                   # 2 epochs x 21 // (4 * 2)
+    assert seen == [1, 2, 1, 2]                   # steps within each epoch
     assert set(m) == {"d_loss", "g_loss", "d_real", "d_fake"}
     assert all(np.isfinite(float(v)) for v in m.values())
     with pytest.raises(ValueError, match="7 images are fewer than one step's 8"):
@@ -176,7 +197,7 @@ def test_frechet_distance_matches_scipy_reference():
     reference = np.sum((m1 - m2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * np.trace(covmean)
     assert frechet_distance(m1, c1, m2, c2) == pytest.approx(reference, rel=1e-6)
     assert frechet_distance(m2, c2, m1, c1) == pytest.approx(reference, rel=1e-6)
-    assert abs(frechet_distance(m1, c1, m1, c1)) < 1e-8
+    assert 0.0 <= frechet_distance(m1, c1, m1, c1) < 1e-8
     # Shifting one mean by v adds |v|^2.
     v = np.array([1.0, -2.0, 0, 0, 0, 3.0])
     assert frechet_distance(m1 + v, c1, m1, c1) == pytest.approx(14.0, rel=1e-8)
@@ -188,6 +209,7 @@ def test_frechet_bad_input():
         frechet_distance(mu, cov, np.zeros(4), np.eye(4))
     with pytest.raises(ValueError, match=r"features must be \[n >= 2, d\]"):
         gaussian_stats(np.zeros((1, 3)))
+    assert math.isnan(frechet_distance(np.full(3, np.nan), cov, mu, cov))   # diverged samples
 
 
 def test_class_statistics():

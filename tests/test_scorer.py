@@ -1,10 +1,14 @@
 """jaxdl.scorer: the MNIST classifier behind the GAN quality scores is trained
 once, cached, restored, and scores real and degenerate image sets sensibly."""
 
+import json
+
 import numpy as np
 import pytest
 
 from jaxdl import scorer
+from jaxdl.errors import CheckpointError
+from tests.conftest import _data_dir_holding
 
 # A quick scorer for tests: 3 epochs on 6,000 images.
 QUICK = {"train.epochs": 3, "data.train_limit": 6000}
@@ -18,19 +22,13 @@ def quick_scorer(tmp_path_factory, mnist_dir_module):
 
 @pytest.fixture(scope="module")
 def mnist_dir_module():
-    import os
-    from pathlib import Path
-
-    d = os.environ.get("JAXDL_DATA_DIR")
-    if not d or not (Path(d) / "mnist/train-images-idx3-ubyte.gz").exists():
-        pytest.skip("JAXDL_DATA_DIR with mnist/ not set")
-    return Path(d)
+    return _data_dir_holding("mnist/train-images-idx3-ubyte.gz", "mnist/")
 
 
 def test_trained_once_then_restored(quick_scorer, mnist_dir_module):
     target = quick_scorer.run_dir
     assert (target / "summary.json").exists() and (target / "checkpoints").exists()
-    assert target.parent.name == quick_scorer.run_dir.parent.name
+    assert json.loads((target / "summary.json").read_text())["run_dir"] == str(target)
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no leftovers
     stamp = (target / "summary.json").stat().st_mtime_ns
     again = scorer.load_scorer("mnist", str(mnist_dir_module), overrides=QUICK,
@@ -61,3 +59,10 @@ def test_scores_of_real_and_degenerate_sets(quick_scorer):
     assert good["class_entropy"] > 2.2 and blend["class_entropy"] > 2.1
     assert good["confident"] > blend["confident"] > 10 * bad["confident"]
     assert collapsed["class_entropy"] == 0.0 and collapsed["confident"] == 1.0
+
+
+def test_unfinished_cache_directory_is_a_clear_error(tmp_path):
+    target = scorer.scorer_dir("mnist", str(tmp_path), QUICK, tmp_path / "scorers")
+    target.mkdir(parents=True)                      # e.g. an interrupted deletion
+    with pytest.raises(CheckpointError, match="holds no finished scorer.*delete the directory"):
+        scorer.load_scorer("mnist", str(tmp_path), overrides=QUICK, cache=tmp_path / "scorers")

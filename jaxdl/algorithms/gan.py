@@ -154,13 +154,17 @@ class GAN:
           state: the current :class:`GANState`.
           reals: real images in [-1, 1], ``[n_critic, batch, H, W, C]`` (one
             batch per discriminator update; ``[batch, H, W, C]`` when
-            ``n_critic`` is 1).
+            ``n_critic`` is 1; a channel axis is required).
           rng: the run's key; the step's key is ``fold_in(rng, state.step)``.
         Returns:
           ``(state, metrics)``: ``d_loss`` (mean over the critic updates),
-          ``g_loss``, and the discriminator's mean logits ``d_real`` and
-          ``d_fake`` (on the generator update's batch, before it).
+          ``g_loss``, ``d_real`` (the discriminator's mean logit on the last
+          real batch, before its update on it) and ``d_fake`` (its mean logit
+          on the generator update's batch, after all critic updates).
         """
+        if reals.ndim not in (4, 5):
+            raise ValueError(f"reals must be [batch, H, W, C] or [n_critic, batch, H, W, C], "
+                             f"got shape {reals.shape}")
         if reals.ndim == 4:
             reals = reals[None]
         if reals.shape[0] != self.n_critic:
@@ -212,8 +216,9 @@ class GAN:
         cut into ``N // (batch_size * n_critic)`` steps; the remainder is
         left out this epoch. Step keys fold ``state.step`` into ``rng``.
         Returns the state and the epoch's mean metrics. ``callback``, if
-        given, is ``jax.debug.callback``-ed with ``(step_in_epoch,
-        metrics)`` after every step (progress display)."""
+        given, is called (``jax.debug.callback``, ordered) with
+        ``(step_in_epoch, metrics)`` after every step, counting from 1
+        (progress display)."""
         per_step = batch_size * self.n_critic
         steps = images.shape[0] // per_step
         if steps < 1:
@@ -223,13 +228,14 @@ class GAN:
         order = jax.random.permutation(perm_key, images.shape[0])[:steps * per_step]
         order = order.reshape(steps, self.n_critic, batch_size)
 
-        def body(s, idx):
+        def body(s, inp):
+            i, idx = inp
             s, m = self.train_step(s, images[idx], step_key)
             if callback is not None:
-                jax.debug.callback(callback, s.step, m)
+                jax.debug.callback(callback, i + 1, m, ordered=True)
             return s, m
 
-        state, metrics = jax.lax.scan(body, state, order)
+        state, metrics = jax.lax.scan(body, state, (jnp.arange(steps), order))
         return state, jax.tree.map(jnp.mean, metrics)
 
     def sample(self, state: GANState, z: jax.Array) -> jax.Array:
@@ -258,20 +264,23 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
     eigenvalues of the symmetric ``S cov2 S`` with ``S = cov1^1/2`` (same
     eigenvalues as ``cov1 cov2``), which stays real and stable for
     positive-semidefinite inputs; tiny negative eigenvalues from rounding
-    are clipped to 0.
+    are clipped to 0, and so is the result. Non-finite inputs (samples of a
+    diverged generator) give ``nan``.
     """
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != mu1.shape * 2:
         raise ValueError(f"shapes do not match: mu {mu1.shape} / {mu2.shape}, "
                          f"cov {cov1.shape} / {cov2.shape}")
+    if not all(np.isfinite(a).all() for a in (mu1, mu2, cov1, cov2)):
+        return float("nan")
     w, v = np.linalg.eigh((cov1 + cov1.T) / 2)
     root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     inner = root1 @ cov2 @ root1
     eig = np.linalg.eigvalsh((inner + inner.T) / 2)
     trace_sqrt = np.sum(np.sqrt(np.clip(eig, 0, None)))
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_sqrt)
+    return max(0.0, float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_sqrt))
 
 
 def class_statistics(probs: np.ndarray | jax.Array, confident: float = 0.9

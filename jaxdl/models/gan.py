@@ -132,6 +132,9 @@ class Discriminator(nn.Module):
             for _ in range(self.depth):
                 x = nn.leaky_relu(nn.Dense(self.width)(x), 0.2)
         else:
+            if x.shape[1] % 4 or x.shape[2] % 4:
+                raise ValueError(f"a conv discriminator needs height and width divisible "
+                                 f"by 4, got {x.shape[1]}x{x.shape[2]}")
             for channels in (max(self.width // 2, 1), self.width):
                 x = _avg_pool2(nn.leaky_relu(Conv2D(channels, 3, impl=self.conv)(x), 0.2))
             x = x.reshape(x.shape[0], math.prod(x.shape[1:]))
