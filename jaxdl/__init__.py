@@ -6,7 +6,7 @@
     restored = jaxdl.restore(result.run_dir)  # best checkpoint: params, model, config
 """
 
-from jaxdl import config, data, generate, losses, models, optim
+from jaxdl import allocator, config, data, generate, losses, models, optim
 from jaxdl.algorithms.supervised import Engine, Task, TrainState
 from jaxdl.errors import CheckpointError, ConfigError, DataError, JaxdlError
 from jaxdl.experiment import Restored, RunResult, evaluate, restore, run
@@ -23,6 +23,7 @@ __all__ = [
     "RunResult",
     "Task",
     "TrainState",
+    "allocator",
     "config",
     "data",
     "evaluate",

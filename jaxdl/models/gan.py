@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdl.models.cnn import _avg_pool2
 from jaxdl.models.layers import Conv2D
 
 __all__ = ["KINDS", "NORMS", "Discriminator", "Generator"]
@@ -47,11 +48,6 @@ def _upsample2(x: jax.Array) -> jax.Array:
     b, h, w, c = x.shape
     return jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c)).reshape(
         b, 2 * h, 2 * w, c)
-
-
-def _avg_pool2(x: jax.Array) -> jax.Array:
-    b, h, w, c = x.shape
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
 class Generator(nn.Module):
