@@ -1,4 +1,5 @@
-"""Metric records: the JSON-lines writer, learning-curve plots, progress.
+"""Metric records: the JSON-lines writer, learning-curve plots, image grids,
+progress.
 
 ``metrics.jsonl`` holds one JSON object per evaluation::
 
@@ -15,8 +16,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsWriter", "json_safe", "plot_curves", "plot_sequences", "read_metrics",
-           "redact", "write_json", "write_jsonl"]
+import numpy as np
+
+__all__ = ["MetricsWriter", "image_grid", "json_safe", "plot_curves", "plot_sequences",
+           "read_metrics", "redact", "save_image_grid", "write_json", "write_jsonl"]
 
 
 def redact(text: str) -> str:
@@ -155,3 +158,42 @@ def plot_sequences(inputs, truth, predictions, path: str | Path, title: str = ""
     axes[0, 0].legend(loc="upper right", fontsize=8, ncol=3)
     axes[-1, 0].set_xlabel("time step")
     return _save(fig, path, title)
+
+
+def image_grid(images, cols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile ``[n, H, W]`` or ``[n, H, W, C]`` images in [-1, 1] into one
+    ``[rows * (H + pad) + pad, cols * (W + pad) + pad(, C)]`` float array in
+    [0, 1] on a white background (``cols`` default: ``ceil(sqrt(n))``;
+    values outside [-1, 1] are clipped)."""
+    x = np.asarray(images, np.float32)
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim not in (3, 4) or x.shape[0] < 1:
+        raise ValueError(f"images must be [n, H, W] or [n, H, W, C] with n >= 1, "
+                         f"got shape {x.shape}")
+    n, h, w = x.shape[:3]
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad) + x.shape[3:], np.float32)
+    unit = (np.clip(x, -1.0, 1.0) + 1.0) / 2.0
+    for i in range(n):
+        r, c = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        grid[top:top + h, left:left + w] = unit[i]
+    return grid
+
+
+def save_image_grid(images, path: str | Path, cols: int | None = None) -> Path:
+    """Write :func:`image_grid` of ``images`` (in [-1, 1]) as a PNG (grey
+    for one channel), atomically (a temporary file, then a rename)."""
+    import matplotlib.image
+
+    path = Path(path)
+    grid = image_grid(images, cols)
+    tmp = path.with_name(path.name + ".tmp.png")
+    if grid.ndim == 2:
+        matplotlib.image.imsave(tmp, grid, cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        matplotlib.image.imsave(tmp, grid)
+    os.replace(tmp, path)
+    return path

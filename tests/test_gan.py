@@ -223,3 +223,25 @@ def test_class_statistics():
     assert s == {"confident": 0.0, "class_entropy": 0.0}
     with pytest.raises(ValueError, match=r"probs must be \[n, classes\]"):
         class_statistics(np.zeros(10))
+
+
+def test_image_grid_layout_and_png_round_trip(tmp_path):
+    import matplotlib.image
+
+    from jaxdl.metrics import image_grid, save_image_grid
+
+    images = np.stack([np.full((3, 4, 1), v, np.float32) for v in (-1.0, 0.0, 1.0, 2.0, -3.0)])
+    grid = image_grid(images, cols=3, pad=1)
+    assert grid.shape == (2 * 4 + 1, 3 * 5 + 1)
+    assert grid[1:4, 1:5].max() == 0.0                     # -1 -> black
+    assert np.allclose(grid[1:4, 6:10], 0.5)               # 0 -> mid grey
+    assert grid[5:8, 1:5].min() == 1.0                     # 2 clipped to white
+    assert grid[5:8, 6:10].max() == 0.0                    # -3 clipped to black
+    assert grid[5:8, 11:15].min() == 1.0 and grid[0].min() == 1.0   # empty cell, padding
+    assert image_grid(images).shape == (2 * 5 + 2, 3 * 6 + 2)      # ceil(sqrt(5)) = 3 cols
+    path = save_image_grid(images, tmp_path / "grid.png", cols=3)
+    back = matplotlib.image.imread(path)
+    np.testing.assert_allclose(back[..., 0], image_grid(images, cols=3), atol=1 / 255)
+    assert not list(tmp_path.glob("*.tmp*"))
+    with pytest.raises(ValueError, match="images must be"):
+        image_grid(np.zeros((0, 3, 3)))
