@@ -79,9 +79,13 @@ def scorer_dir(dataset: str = "mnist", data_dir: str | None = None,
                ) -> Path:
     """Where the scorer for ``dataset`` is (or will be) cached: under
     ``cache``, by default ``<data directory>/scorers``."""
-    cfg = _scorer_config(dataset, data_dir, overrides)
+    return _scorer_dir(_scorer_config(dataset, data_dir, overrides), data_dir, cache)
+
+
+def _scorer_dir(cfg: config_lib.Config, data_dir: str | None, cache: str | Path | None
+                ) -> Path:
     root = Path(cache) if cache is not None else download.default_data_dir(data_dir) / "scorers"
-    return root / f"{dataset}-{config_lib.fingerprint(cfg)}"
+    return root / f"{cfg.data.name}-{config_lib.fingerprint(cfg)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +170,7 @@ def load_scorer(dataset: str = "mnist", data_dir: str | None = None, *,
     from jaxdl import experiment
 
     cfg = _scorer_config(dataset, data_dir, overrides)
-    target = scorer_dir(dataset, data_dir, overrides, cache)
+    target = _scorer_dir(cfg, data_dir, cache)
     if target.exists() and not (target / "summary.json").exists():
         raise CheckpointError(f"{target} holds no finished scorer (an interrupted copy or "
                               f"deletion?); delete the directory to retrain")

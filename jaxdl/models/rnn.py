@@ -88,6 +88,12 @@ def lstm_chains(batch: int) -> int:
     return 2 if jax.default_backend() == "cpu" and batch >= 16 and batch % 2 == 0 else 1
 
 
+def _chain_slices(batch: int, chains: int) -> list[slice]:
+    """The batch rows of each of ``chains`` equal slices."""
+    part = batch // chains
+    return [slice(j * part, (j + 1) * part) for j in range(chains)]
+
+
 def _lstm_forward(w_hh, zx, c0, h0, ids, unroll, chains=1):
     """The LSTM scan, time-major, the batch in ``chains`` independent slices.
     Also returns what the backward pass needs, per chain: the cell states and
@@ -95,8 +101,7 @@ def _lstm_forward(w_hh, zx, c0, h0, ids, unroll, chains=1):
     stacked outputs are written faster by XLA CPU than one ``4 * hidden``
     wide one)."""
     hidden = h0.shape[-1]
-    part = h0.shape[0] // chains
-    rows = [slice(j * part, (j + 1) * part) for j in range(chains)]
+    rows = _chain_slices(h0.shape[0], chains)
     # sigmoid(x) = (1 + tanh(x / 2)) / 2: one tanh over all four gates.
     scale = jnp.where((jnp.arange(4 * hidden) // hidden) == 2, 1.0, 0.5).astype(zx.dtype)
 
@@ -160,8 +165,7 @@ def _lstm_scan_bwd(unroll, residuals, grads):
     w_hh, hs, c0, h0, ids, table, saved = residuals
     d_hs, (d_ct, d_ht) = grads
     hidden = h0.shape[-1]
-    part = h0.shape[0] // len(saved)
-    rows = [slice(j * part, (j + 1) * part) for j in range(len(saved))]
+    rows = _chain_slices(h0.shape[0], len(saved))
     per_chain = tuple((cs, jnp.concatenate([c0[r][None], cs[:-1]], axis=0), *gates)
                       for r, (cs, *gates) in zip(rows, saved, strict=True))
 
@@ -191,17 +195,17 @@ def _lstm_scan_bwd(unroll, residuals, grads):
     def h_rows(r):
         return h_prev[:, r].reshape(-1, hidden)
 
-    if ids is None:
-        d_w = sum(h_rows(r).T @ dz for r, dz in zip(rows, flat, strict=True))
-        return d_w, jnp.concatenate(dzs, axis=1), dc0, dh0, None
-    vocab = table.shape[0]
-    ids = jnp.where(ids < 0, ids + vocab, ids)    # the rows the forward pass read
-    if vocab <= hidden:
-        d = sum(jnp.concatenate([h_rows(r), jax.nn.one_hot(ids[:, r].reshape(-1), vocab,
-                                                           dtype=hs.dtype)], axis=-1).T @ dz
-                for r, dz in zip(rows, flat, strict=True))
-        return d[:hidden], d[hidden:], dc0, dh0, None
+    if ids is not None:
+        vocab = table.shape[0]
+        ids = jnp.where(ids < 0, ids + vocab, ids)    # the rows the forward pass read
+        if vocab <= hidden:
+            d = sum(jnp.concatenate([h_rows(r), jax.nn.one_hot(ids[:, r].reshape(-1), vocab,
+                                                               dtype=hs.dtype)], axis=-1).T @ dz
+                    for r, dz in zip(rows, flat, strict=True))
+            return d[:hidden], d[hidden:], dc0, dh0, None
     d_w = sum(h_rows(r).T @ dz for r, dz in zip(rows, flat, strict=True))
+    if ids is None:
+        return d_w, jnp.concatenate(dzs, axis=1), dc0, dh0, None
     d_table = jnp.zeros((vocab, 4 * hidden), hs.dtype)
     for r, dz in zip(rows, flat, strict=True):
         d_table = d_table.at[ids[:, r].reshape(-1)].add(dz)
@@ -271,14 +275,15 @@ class Recurrent(nn.Module):
         g = 4 if self.cell == "lstm" else 1
         width = g * self.hidden
         zx = nn.Dense(width, name="ih", bias_init=_bias_init(self.cell, self.hidden))(xs)
-        if ids is not None and not self.time_major:
-            ids = jnp.swapaxes(ids, 0, 1)
+        if not self.time_major:                           # to [time, batch, ...]
+            if ids is None:
+                zx = jnp.swapaxes(zx, 0, 1)
+            else:
+                ids = jnp.swapaxes(ids, 0, 1)
         w_hh = self.param("hh", nn.initializers.orthogonal(column_axis=-1),
                           (self.hidden, width), jnp.float32)
         if carry is None:
             carry = self.initial_carry(batch, zx.dtype)
-        if ids is None and not self.time_major:
-            zx = jnp.swapaxes(zx, 0, 1)                   # [time, batch, g * hidden]
         out = (lambda ys: ys) if self.time_major else (lambda ys: jnp.swapaxes(ys, 0, 1))
         if lengths is None:
             mask = None
