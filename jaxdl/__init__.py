@@ -4,9 +4,12 @@
     cfg = jaxdl.config.load("experiments/mnist_mlp.yaml", ["optim.learning_rate=3e-4"])
     result = jaxdl.run(cfg)                 # trains, checkpoints, writes metrics
     restored = jaxdl.restore(result.run_dir)  # best checkpoint: params, model, config
+
+    gan = jaxdl.run(jaxdl.config.load("experiments/mnist_gan.yaml"))   # algorithm: gan
+    jaxdl.gan_run.sample_grid(gan.run_dir, 64)                          # a PNG grid
 """
 
-from jaxdl import allocator, config, data, generate, losses, models, optim
+from jaxdl import allocator, config, data, gan_run, generate, losses, models, optim
 from jaxdl.algorithms.supervised import Engine, Task, TrainState
 from jaxdl.errors import CheckpointError, ConfigError, DataError, JaxdlError
 from jaxdl.experiment import Restored, RunResult, evaluate, restore, run
@@ -27,6 +30,7 @@ __all__ = [
     "config",
     "data",
     "evaluate",
+    "gan_run",
     "generate",
     "losses",
     "models",

@@ -3,6 +3,7 @@ library function.
 
     jaxdl train CONFIG [--set key=value ...] [--workdir DIR] [--resume]
     jaxdl eval RUN_DIR [--which best|latest] [--split test ...]
+    jaxdl sample RUN_DIR [--n N] [--out PNG]          (GAN runs: an image grid)
     jaxdl sample RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K]
     jaxdl sweep SWEEP [--trials N] [--timeout S] [--storage URL] [--study NAME]
                       [--study-dir DIR] [--workers K] [--seed S] [-v]
@@ -19,6 +20,13 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_DIVERGED = 0, 2, 3
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,15 +54,20 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", help="data directory, if not the one the run used")
     e.add_argument("--json", action="store_true", help="print JSON")
 
-    s = sub.add_parser("sample", help="generate text from a language-model run's checkpoint")
+    s = sub.add_parser("sample", help="generate from a run's checkpoint: a PNG grid of "
+                       "images (GAN runs) or text (language-model runs)")
     s.add_argument("run_dir")
+    s.add_argument("--n", type=_positive, default=64, help="GAN: images in the grid")
+    s.add_argument("--out", help="GAN: PNG to write (default RUN_DIR/sample-<which>-seed<seed>"
+                   ".png)")
     s.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     s.add_argument("--length", type=int, default=300, help="characters to generate")
     s.add_argument("--temperature", type=float, default=0.8,
                    help="softmax temperature; 0 always takes the most likely character")
     s.add_argument("--top-k", type=int, help="sample among the k most likely characters")
     s.add_argument("--num", type=int, default=1, help="independent samples")
-    s.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same text)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="sampling seed (same seed, same text or images)")
     s.add_argument("--which", choices=("best", "latest"), default="best")
 
     w = sub.add_parser("sweep", help="run or continue an Optuna sweep from a YAML spec",
@@ -145,6 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sample":
             from jaxdl import generate
 
+            if experiment.run_config(args.run_dir).algorithm == "gan":
+                from jaxdl import gan_run
+
+                path = gan_run.sample_grid(args.run_dir, args.n, seed=args.seed,
+                                           which=args.which, out=args.out)
+                print(path)
+                return EXIT_OK
             texts = generate.sample_run(args.run_dir, prompt=args.prompt, length=args.length,
                                         temperature=args.temperature, top_k=args.top_k,
                                         seed=args.seed, num=args.num, which=args.which)

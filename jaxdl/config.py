@@ -37,6 +37,13 @@ from jaxdl.errors import ConfigError
 
 __all__ = [
     "ACTIVATIONS",
+    "ALGORITHMS",
+    "GAN_LOSSES",
+    "GAN_METRICS",
+    "GANConfig",
+    "GANOptimConfig",
+    "GeneratorConfig",
+    "DiscriminatorConfig",
     "DATASETS",
     "LOSSES",
     "MODELS",
@@ -56,6 +63,7 @@ __all__ = [
     "TASK_LOSSES",
     "TASK_METRICS",
     "apply_overrides",
+    "default_monitor",
     "dump",
     "fingerprint",
     "flatten",
@@ -81,6 +89,16 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu", "identity
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
 LOSSES = ("auto", "cross_entropy", "bce", "mse")
+# What `jaxdl.run` trains: a model on (input, target) pairs, or a GAN.
+ALGORITHMS = ("supervised", "gan")
+GAN_LOSSES = ("non_saturating", "least_squares", "hinge")
+GAN_NETWORKS = ("mlp", "conv")
+# GAN metrics by split: train losses per epoch; sample quality at each
+# evaluation (val: against the validation images, test: the test images).
+GAN_METRICS = {"train": ("d_loss", "g_loss", "d_real", "d_fake"),
+               "val": ("frechet", "confident", "class_entropy")}
+# Metrics for which higher is better (train.mode auto, sweep direction auto).
+HIGHER_IS_BETTER = ("accuracy", "confident", "class_entropy")
 # What each dataset asks of a model, and what fits each task.
 DATASET_TASKS = {"mnist": "classification", "fashion_mnist": "classification",
                  **{name: "binary" for name in PLAYGROUND_DATASETS}, "linear": "regression",
@@ -100,7 +118,10 @@ DEFAULT_TEST_FRACTION = {"text": 0.05, "sine": 0.2, "other": 0.5}
 # are left out of the fingerprint so the same experiment on another machine
 # (or with another data directory) has the same identity.
 NOT_FINGERPRINTED = ("data.dir", "train.progress", "sample.prompt", "sample.length",
-                     "sample.temperatures", "sample.top_k")
+                     "sample.temperatures", "sample.top_k", "gan.grid_every", "gan.grid_size")
+# Sections an algorithm does not read: left out of its fingerprint (and must
+# stay at their defaults, so that a setting there is not silently ignored).
+UNUSED_SECTIONS = {"supervised": ("gan",), "gan": ("model", "optim", "sample")}
 # Fields added after the first release: left out of the fingerprint while at
 # these defaults, so configs written before them keep their identity (their
 # run directories and sweep studies stay where they were).
@@ -256,10 +277,12 @@ class TrainConfig(_Section):
     eval_batch_size: int = _field(1000, "examples per evaluation step", lo=1)
     loss: str = _field("auto", "loss (auto: from the dataset's task)", choices=LOSSES)
     l2: float = _field(0.0, "L2 penalty coefficient on weights (added to the loss)", lo=0.0)
-    monitor: str = _field("val_loss", "metric for early stopping and the best checkpoint "
-                          "(<split>_<metric>, e.g. val_accuracy)")
+    monitor: str = _field("auto", "metric for early stopping and the best checkpoint "
+                          "(<split>_<metric>, e.g. val_accuracy; auto: val_loss, or "
+                          "val_frechet for a GAN)")
     mode: str = _field("auto", "whether the monitored metric should go down or up "
-                       "(auto: up for accuracy, down otherwise)", choices=("auto", "min", "max"))
+                       "(auto: up for accuracy, confident and class_entropy, down otherwise)",
+                       choices=("auto", "min", "max"))
     patience: int | None = _field(None, "early stopping: epochs without improvement "
                                   "(null = never stop early)", lo=1)
     min_delta: float = _field(0.0, "early stopping: smallest change that counts", lo=0.0)
@@ -297,18 +320,98 @@ class SampleConfig(_Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class GeneratorConfig(_Section):
+    """The GAN's generator: latent vector -> image in [-1, 1]."""
+
+    _key: ClassVar[str] = "gan.generator."
+
+    kind: str = _field("conv", "mlp, or conv (DCGAN-style: dense to 7x7, then nearest-neighbour "
+                       "upsampling + 3x3 convolution twice)", choices=GAN_NETWORKS)
+    width: int = _field(64, "mlp: units per hidden layer; conv: channels at 7x7 (half at "
+                        "14x14, a quarter at 28x28)", lo=1, hi=65_536)
+    depth: int = _field(2, "mlp: hidden layers (conv: unused)", lo=1, hi=64)
+    norm: str = _field("batch", "batch normalisation after each hidden layer, or none",
+                       choices=("batch", "none"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscriminatorConfig(_Section):
+    """The GAN's discriminator: image -> one logit (no normalisation: it sees
+    real and generated batches in separate calls)."""
+
+    _key: ClassVar[str] = "gan.discriminator."
+
+    kind: str = _field("conv", "mlp, or conv ((3x3 convolution, LeakyReLU, 2x2 average pool) "
+                       "twice, then a linear logit)", choices=GAN_NETWORKS)
+    width: int = _field(64, "mlp: units per hidden layer; conv: channels of the second block "
+                        "(the first has half)", lo=1, hi=65_536)
+    depth: int = _field(2, "mlp: hidden layers (conv: unused)", lo=1, hi=64)
+
+
+@dataclasses.dataclass(frozen=True)
+class GANOptimConfig(OptimConfig):
+    """One GAN player's optimizer: the fields of ``optim``, with the DCGAN
+    defaults (Adam, learning rate 2e-4, b1 0.5) and no clipping by default."""
+
+    _key: ClassVar[str] = "gan.g_optim."
+
+    learning_rate: float = _field(2e-4, "peak learning rate", lo=0.0, lo_open=True)
+    b1: float = _field(0.5, "adam(w): first-moment decay", lo=0.0, hi=1.0, hi_open=True)
+    clip_norm: float | None = _field(None, "clip gradients to this global norm (null: off)",
+                                     lo=0.0, lo_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class _DiscriminatorOptimConfig(GANOptimConfig):
+    _key: ClassVar[str] = "gan.d_optim."
+
+
+@dataclasses.dataclass(frozen=True)
+class GANConfig(_Section):
+    """A generative adversarial network (``algorithm: gan``) on an image set
+    (``data.name``; images scaled to [-1, 1], ``data.normalize`` unused). The
+    top-level ``model`` and ``optim`` sections are not used: each player has
+    its own network and optimizer here."""
+
+    _key: ClassVar[str] = "gan."
+
+    latent: int = _field(64, "size of the latent vector z ~ N(0, I)", lo=1, hi=65_536)
+    loss: str = _field("non_saturating", "non_saturating | least_squares | hinge",
+                       choices=GAN_LOSSES)
+    n_critic: int = _field(1, "discriminator updates (each on its own real batch) per "
+                           "generator update", lo=1, hi=100)
+    generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = dataclasses.field(default_factory=DiscriminatorConfig)
+    g_optim: GANOptimConfig = dataclasses.field(default_factory=GANOptimConfig)
+    d_optim: _DiscriminatorOptimConfig = dataclasses.field(
+        default_factory=_DiscriminatorOptimConfig)
+    conv: str = _field(
+        "auto", "convolution lowering (auto: im2col on CPU, measured 10x faster there than "
+        "XLA's; XLA's own elsewhere)", choices=("auto", "xla", "im2col"))
+    eval_samples: int = _field(
+        10_000, "generated images scored at each evaluation (Frechet distance, confident "
+        "fraction, class entropy)", lo=100, hi=1_000_000)
+    grid_every: int = _field(1, "epochs between sample grids (samples/epoch_NNNN.png, from "
+                             "one fixed latent batch)", lo=1)
+    grid_size: int = _field(64, "images per sample grid", lo=1, hi=4096)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config(_Section):
     """A whole experiment. Build with :func:`load` or :func:`from_dict`."""
 
     name: str = _field("experiment", "experiment name (names the run directory)")
     seed: int = _field(0, "root of all randomness: init, dropout, shuffling, splits", lo=0,
                        hi=2**32 - 1)
+    algorithm: str = _field("supervised", "what is trained: supervised (model on inputs and "
+                            "targets) or gan (the gan section)", choices=ALGORITHMS)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
+    gan: GANConfig = dataclasses.field(default_factory=GANConfig)
 
     def __post_init__(self):
         super().__post_init__()
@@ -420,8 +523,9 @@ def read_yaml(path: str | Path, what: str) -> Any:
 
 def monitor_direction(metric: str) -> str:
     """The natural direction of a ``<split>_<metric>`` name: ``max`` for
-    accuracy, ``min`` for losses."""
-    return "max" if metric.endswith("_accuracy") else "min"
+    accuracy, a GAN's confident fraction and class entropy; ``min`` for
+    losses and the Frechet distance."""
+    return "max" if metric.partition("_")[2] in HIGHER_IS_BETTER else "min"
 
 
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
@@ -447,8 +551,12 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def dump(cfg: Config, path: str | Path | None = None) -> str:
-    """The resolved config as YAML (written to ``path`` when given)."""
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+    """The resolved config as YAML (written to ``path`` when given), without
+    the sections its algorithm does not read (they are at their defaults)."""
+    tree = to_dict(cfg)
+    for section in UNUSED_SECTIONS[cfg.algorithm]:
+        del tree[section]
+    text = yaml.safe_dump(tree, sort_keys=False, default_flow_style=None)
     if path is not None:
         Path(path).write_text(text)
     return text
@@ -461,12 +569,16 @@ def fingerprint(cfg: Config) -> str:
     data directory; differs when any other value does.
     """
     tree = to_dict(cfg)
+    for section in UNUSED_SECTIONS[cfg.algorithm]:
+        del tree[section]
+    if cfg.algorithm == "supervised":   # the only algorithm before the field existed
+        del tree["algorithm"]
     for dotted in NOT_FINGERPRINTED:
         section, key = dotted.split(".")
-        tree[section].pop(key, None)
+        tree.get(section, {}).pop(key, None)
     for dotted, default in FINGERPRINT_IF_NOT.items():
         section, key = dotted.split(".")
-        if tree[section].get(key) == default:
+        if section in tree and tree[section].get(key) == default:
             del tree[section][key]
     tree = {k: v for k, v in tree.items() if v != {}}
     blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=repr)
@@ -695,28 +807,86 @@ def split_sizes(data: DataConfig) -> dict[str, int]:
     return {"train": train, "val": val, "test": test}
 
 
+def default_monitor(cfg: Config) -> str:
+    """What ``train.monitor: auto`` stands for: ``val_frechet`` for a GAN,
+    ``val_loss`` otherwise."""
+    return "val_frechet" if cfg.algorithm == "gan" else "val_loss"
+
+
+def _monitor_problems(cfg: Config) -> list[str]:
+    monitor = cfg.train.monitor
+    if monitor == "auto":
+        monitor = default_monitor(cfg)
+    split, _, metric = monitor.partition("_")
+    if cfg.algorithm == "gan":
+        what = "a GAN"
+        valid = {"train": ("d_loss", "g_loss"), "val": GAN_METRICS["val"]}.get(split, ())
+    else:
+        task = DATASET_TASKS[cfg.data.name]
+        what = f"{cfg.data.name} ({task})"
+        valid = TASK_METRICS[task]
+    if split not in ("train", "val") or not metric:
+        return [f"train.monitor: must be <split>_<metric> with split train or val "
+                f"(e.g. val_loss, val_accuracy), got {monitor!r}"]
+    if metric not in valid:
+        return [f"train.monitor: {monitor!r} is not measured for {what}; valid metrics: "
+                f"{', '.join(valid)}"]
+    if cfg.train.mode != "auto" and cfg.train.mode != monitor_direction(monitor):
+        return [f"train.mode: {cfg.train.mode!r} would treat a worse {metric} as better for "
+                f"{monitor!r}; use auto (or {monitor_direction(monitor)})"]
+    if split == "val" and cfg.data.val_fraction == 0.0:
+        return [f"train.monitor: {monitor!r} needs a validation split but data.val_fraction "
+                f"is 0; monitor train_{'loss' if cfg.algorithm != 'gan' else 'g_loss'} or set "
+                "data.val_fraction > 0"]
+    return []
+
+
+def _unused_section_problems(cfg: Config) -> list[str]:
+    """Settings in a section the algorithm does not read (they would be
+    silently ignored)."""
+    problems = []
+    hint = {"gan": "set gan.generator, gan.discriminator, gan.g_optim or gan.d_optim instead",
+            "supervised": "the gan section is read only with algorithm: gan"}[cfg.algorithm]
+    for section in UNUSED_SECTIONS[cfg.algorithm]:
+        value = getattr(cfg, section)
+        default = flatten(to_dict(type(value)()))
+        changed = [f"{section}.{k}" for k, v in flatten(to_dict(value)).items()
+                   if v != default[k]]
+        if changed:
+            problems.append(f"{section}: not used by algorithm {cfg.algorithm} ({hint}); "
+                            f"remove {', '.join(changed)}")
+    return problems
+
+
+def _gan_problems(cfg: Config) -> list[str]:
+    problems = []
+    if cfg.data.name not in IMAGE_DATASETS:
+        problems.append(f"data.name: a GAN needs image data ({', '.join(IMAGE_DATASETS)}), "
+                        f"got {cfg.data.name!r}")
+    if cfg.train.loss != "auto":
+        problems.append(f"train.loss: not used by a GAN (gan.loss picks its losses), got "
+                        f"{cfg.train.loss!r}")
+    if cfg.train.l2 != 0.0:
+        problems.append(f"train.l2: not used by a GAN (use gan.g_optim.weight_decay or "
+                        f"gan.d_optim.weight_decay), got {cfg.train.l2!r}")
+    return problems
+
+
 def _cross_check(cfg: Config) -> list[str]:
     """Constraints that involve more than one field."""
-    problems = []
+    problems = _monitor_problems(cfg) + _unused_section_problems(cfg)
+    if cfg.algorithm == "gan":
+        problems += _gan_problems(cfg)
+        if problems:
+            return problems
+        sizes = split_sizes(cfg.data)
+        per_step = cfg.train.batch_size * cfg.gan.n_critic
+        if per_step > sizes["train"]:
+            problems.append(
+                f"train.batch_size: {cfg.train.batch_size} x gan.n_critic {cfg.gan.n_critic} "
+                f"real images per step is more than the {sizes['train']} training images")
+        return problems
     task = DATASET_TASKS[cfg.data.name]
-    split, _, metric = cfg.train.monitor.partition("_")
-    if split not in ("train", "val") or not metric:
-        problems.append(
-            f"train.monitor: must be <split>_<metric> with split train or val "
-            f"(e.g. val_loss, val_accuracy), got {cfg.train.monitor!r}")
-    elif metric not in TASK_METRICS[task]:
-        problems.append(
-            f"train.monitor: {cfg.train.monitor!r} is not measured for {cfg.data.name} "
-            f"({task}); valid metrics: {', '.join(TASK_METRICS[task])}")
-    elif (metric, cfg.train.mode) in (("loss", "max"), ("accuracy", "min")):
-        problems.append(
-            f"train.mode: {cfg.train.mode!r} would treat a worse {metric} as better for "
-            f"{cfg.train.monitor!r}; use auto (or "
-            f"{'min' if metric == 'loss' else 'max'})")
-    elif split == "val" and cfg.data.val_fraction == 0.0:
-        problems.append(
-            f"train.monitor: {cfg.train.monitor!r} needs a validation split but "
-            "data.val_fraction is 0; monitor train_loss or set data.val_fraction > 0")
     if cfg.train.loss not in TASK_LOSSES[task]:
         problems.append(
             f"train.loss: {cfg.train.loss!r} does not fit {cfg.data.name} ({task}); "
@@ -776,11 +946,15 @@ def _resolve_defaults(cfg: Config) -> None:
     runs: an explicit ``clip_norm: 1.0`` LSTM is the same experiment as
     ``auto``. The unresolved values are kept aside for :meth:`Config.replace`."""
     unresolved = {}
+    if cfg.train.monitor == "auto":
+        unresolved["train.monitor"] = "auto"
+        object.__setattr__(cfg, "train",
+                           dataclasses.replace(cfg.train, monitor=default_monitor(cfg)))
     if cfg.data.test_fraction is None:
         unresolved["data.test_fraction"] = None
         object.__setattr__(cfg, "data",
                            dataclasses.replace(cfg.data, test_fraction=test_fraction(cfg.data)))
-    if cfg.optim.clip_norm == "auto":
+    if cfg.optim.clip_norm == "auto" and "optim" not in UNUSED_SECTIONS[cfg.algorithm]:
         unresolved["optim.clip_norm"] = "auto"
         clip = 1.0 if cfg.model.name in RECURRENT_MODELS else None
         object.__setattr__(cfg, "optim", dataclasses.replace(cfg.optim, clip_norm=clip))

@@ -11,6 +11,8 @@ A run directory holds::
     vocab.json       text: the character vocabulary (sampling reads it)
     samples.txt      text: generated from the best checkpoint (config ``sample``)
     predictions.png  sine: predictions against the truth on test sequences
+    samples/         GAN: epoch_NNNN.png, a grid from one fixed latent batch
+    samples.png      GAN: the best checkpoint's grid (see jaxdl.gan_run)
     checkpoints/     Orbax: the latest epoch (resume) and the best (use)
 """
 
@@ -40,8 +42,9 @@ from jaxdl.errors import CheckpointError, ConfigError, DataError
 from jaxdl.loop import LoopState, Reporter, fit, run_keys
 from jaxdl.metrics import MetricsWriter, plot_curves, read_metrics, redact, write_json
 
-__all__ = ["Restored", "RunResult", "build_engine", "checkpoint_dir", "default_run_dir",
-           "evaluate", "new_state", "one_line", "restore", "restore_state", "run", "run_config"]
+__all__ = ["Restored", "RunResult", "SupervisedJob", "build_engine", "checkpoint_dir",
+           "default_run_dir", "evaluate", "make_job", "new_state", "one_line", "restore",
+           "restore_state", "run", "run_config"]
 
 # Compiled engines by shape, most recently used last. Bounded: a sweep over
 # many shapes must not keep every compiled program alive.
@@ -197,13 +200,92 @@ def _prepare_dir(cfg: Config, run_dir: Path, resume: bool) -> dict[str, Any] | N
     return None
 
 
+class SupervisedJob:
+    """A supervised run's data and compiled engine, as :func:`~jaxdl.loop.fit`
+    drives them (see :class:`jaxdl.loop.Job`)."""
+
+    divergence_hint = "try a lower optim.learning_rate or optim.clip_norm"
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.dataset = dataset = data_lib.load(cfg.data, cfg.seed)
+        if dataset.vocab is not None:
+            # Checked before training: a prompt the samples cannot start from.
+            try:
+                dataset.vocab.encode(cfg.sample.prompt)
+            except DataError as e:
+                raise ConfigError(f"sample.prompt: {e}", "<config>") from None
+        self.engine = engine = build_engine(cfg, dataset)
+        self.steps_per_epoch = engine.steps_per_epoch
+        self._keys = run_keys(cfg.seed)
+        self._x, self._y = jnp.asarray(dataset.train.x), jnp.asarray(dataset.train.y)
+        self._evals = {}
+        if dataset.val is not None:
+            self._evals["val"] = engine.put_eval_split(dataset.val.x, dataset.val.y)
+        self._test = None
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.engine.compile_seconds
+
+    def run_info(self) -> dict[str, Any]:
+        return {"steps_per_epoch": self.engine.steps_per_epoch,
+                "steps_per_call": self.engine.steps_per_call,
+                "normalizer": self.dataset.normalizer.to_dict()}
+
+    def prepare(self, run_dir: Path) -> None:
+        if self.dataset.vocab is not None:
+            self.dataset.vocab.save(run_dir / "vocab.json")
+
+    def new_state(self) -> TrainState:
+        return new_state(self.cfg, self.engine, self.dataset)
+
+    def compile(self, state: TrainState, *, progress: bool) -> None:
+        self.engine.compile(state, self._x, self._y, self._keys["shuffle"],
+                            self._keys["dropout"], self._evals, progress=progress)
+
+    def train_epoch(self, state: TrainState, epoch: int, on_progress):
+        return self.engine.train_epoch(state, self._x, self._y,
+                                       jax.random.fold_in(self._keys["shuffle"], epoch),
+                                       self._keys["dropout"], on_progress=on_progress)
+
+    def evaluate(self, state: TrainState) -> dict[str, dict[str, float]]:
+        return {split: self.engine.evaluate(state, data) for split, data in self._evals.items()}
+
+    def after_epoch(self, epoch: int, state: TrainState) -> None:
+        pass
+
+    def test(self, state: TrainState) -> dict[str, float]:
+        if self._test is None:
+            self._test = self.engine.put_eval_split(self.dataset.test.x, self.dataset.test.y)
+        return self.engine.evaluate(jax.device_put(state), self._test)
+
+    def baselines(self) -> dict[str, dict[str, float]]:
+        return self.dataset.baselines or {}
+
+    def artifacts(self, state: TrainState, run_dir: Path, log) -> None:
+        if self.dataset.sequence:
+            _sequence_artifacts(self.cfg, self.engine, self.dataset,
+                                jax.device_get(state).params, run_dir, log)
+
+
+def make_job(cfg: Config, log=print):
+    """The :class:`~jaxdl.loop.Job` for ``cfg.algorithm``: data loaded, the
+    program built (from the cache when this shape was built before)."""
+    if cfg.algorithm == "gan":
+        from jaxdl import gan_run
+
+        return gan_run.GANJob(cfg, log=log)
+    return SupervisedJob(cfg)
+
+
 def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         reporter: Reporter | None = None, progress: bool | None = None,
         quiet: bool = False) -> RunResult:
     """Train ``cfg`` and record everything in a run directory.
 
     Args:
-      cfg: the experiment.
+      cfg: the experiment (``algorithm: supervised`` or ``gan``).
       workdir: the run directory (default :func:`default_run_dir`).
       resume: continue from the latest checkpoint in ``workdir``.
       reporter: ``reporter(epoch, metrics) -> stop`` after each evaluation.
@@ -231,15 +313,8 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         log(f"{run_dir} already finished ({finished['status']}); nothing to resume")
         return RunResult(finished["status"], run_dir, finished)
 
-    dataset = data_lib.load(cfg.data, cfg.seed)
-    if dataset.vocab is not None:
-        # Checked before training: a prompt the samples cannot start from.
-        try:
-            dataset.vocab.encode(cfg.sample.prompt)
-        except DataError as e:
-            raise ConfigError(f"sample.prompt: {e}", "<config>") from None
-    engine = build_engine(cfg, dataset)
-    compile_before = engine.compile_seconds
+    job = make_job(cfg, log)
+    compile_before = job.compile_seconds
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         config_lib.dump(cfg, run_dir / "config.yaml")
@@ -250,14 +325,11 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
             "name": cfg.name, "fingerprint": config_lib.fingerprint(cfg), "seed": cfg.seed,
             "versions": _versions(), "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "command": [redact(a) for a in sys.argv],
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "steps_per_epoch": engine.steps_per_epoch, "steps_per_call": engine.steps_per_call,
-            "normalizer": dataset.normalizer.to_dict(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **job.run_info(),
         })
-    if dataset.vocab is not None:
-        dataset.vocab.save(run_dir / "vocab.json")
+    job.prepare(run_dir)
 
-    state = new_state(cfg, engine, dataset)
+    state = job.new_state()
     ckpt = None
     if cfg.checkpoint.enabled:
         ckpt = Checkpointer(run_dir / "checkpoints")
@@ -270,45 +342,39 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     writer.truncate_after(loop.epoch)
     (run_dir / "summary.json").unlink(missing_ok=True)
 
-    x = jnp.asarray(dataset.train.x)
-    y = jnp.asarray(dataset.train.y)
-    evals = {}
-    if dataset.val is not None:
-        evals["val"] = engine.put_eval_split(dataset.val.x, dataset.val.y)
     try:
-        result = fit(cfg, engine, state, (x, y), evals, loop=loop, reporter=reporter,
-                     checkpointer=ckpt, writer=writer, progress=progress, log=log)
+        result = fit(cfg, job, state, loop=loop, reporter=reporter, checkpointer=ckpt,
+                     writer=writer, progress=progress, log=log)
     finally:
         if ckpt is not None:
             ckpt.wait()
 
     loop = result.loop
-    test_split = engine.put_eval_split(dataset.test.x, dataset.test.y)
     final = _by_split(loop.last_metrics)
     best = _by_split(loop.best_metrics)
     if result.status != "diverged":
-        final["test"] = engine.evaluate(result.state, test_split)
+        final["test"] = job.test(result.state)
         writer.write(loop.epoch, loop.steps, "test", final["test"])
     best_state = result.best_state
     if best_state is None and ckpt is not None and loop.best_epoch is not None:
-        best_state, _ = ckpt.restore(loop.best_epoch, new_state(cfg, engine, dataset))
+        best_state, _ = ckpt.restore(loop.best_epoch, job.new_state())
     if best_state is not None:
-        best["test"] = engine.evaluate(jax.device_put(best_state), test_split)
+        best["test"] = job.test(best_state)
     if ckpt is not None:
         ckpt.close()
     use_state = best_state if best_state is not None else (
         result.state if result.status != "diverged" else None)
-    if use_state is not None and dataset.sequence:
+    if use_state is not None:
         try:
-            _sequence_artifacts(cfg, engine, dataset, jax.device_get(use_state).params, run_dir,
-                                log)
+            job.artifacts(use_state, run_dir, log)
         except Exception as e:  # noqa: BLE001 - an extra must not cost the run's record
             log(f"warning: samples/plots not written: {type(e).__name__}: {e}")
     rows = read_metrics(run_dir / "metrics.jsonl")
     if rows:
         plot_curves(rows, run_dir / "curves.png", title=f"{cfg.name} ({result.status})")
+    baselines = job.baselines()
     wall = time.perf_counter() - t_start
-    compile_s = engine.compile_seconds - compile_before
+    compile_s = job.compile_seconds - compile_before
     summary = {
         "status": result.status,
         "reason": result.reason,
@@ -320,7 +386,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         "mode": config_lib.monitor_mode(cfg.train),
         "final": final,
         "best": best,
-        **({"baselines": dataset.baselines} if dataset.baselines else {}),
+        **({"baselines": baselines} if baselines else {}),
         "wall_seconds": round(wall, 3),
         "compile_seconds": round(compile_s, 3),
         "train_seconds": round(loop.train_seconds, 3),
@@ -481,6 +547,9 @@ def restore(run_dir: str | Path, which: str = "best", *,
     """
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
+    if cfg.algorithm != "supervised":
+        raise ConfigError(f"{run_dir} is a {cfg.algorithm} run; read it back with "
+                          f"jaxdl.gan_run (sample_grid, evaluate)", str(run_dir))
     if data_dir is not None:
         cfg = cfg.replace({"data.dir": data_dir})
     ckpt_dir = checkpoint_dir(run_dir, which)
@@ -496,8 +565,14 @@ def evaluate(run_dir: str | Path, which: str = "best", splits: tuple[str, ...] =
     """Metrics of a run's best (or latest) checkpoint on the given splits.
 
     Returns:
-      ``{"test": {"loss": ..., "accuracy": ...}, ...}`` plus ``"epoch"``.
+      ``{"test": {"loss": ..., "accuracy": ...}, ...}`` plus ``"epoch"`` (GAN
+      runs: ``frechet``, ``confident``, ``class_entropy`` per split, see
+      :func:`jaxdl.gan_run.evaluate`).
     """
+    if run_config(run_dir).algorithm == "gan":
+        from jaxdl import gan_run
+
+        return gan_run.evaluate(run_dir, which, splits, data_dir=data_dir)
     r = restore(run_dir, which, data_dir=data_dir)
     out: dict[str, Any] = {"epoch": r.epoch}
     available = r.dataset.splits()

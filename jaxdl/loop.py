@@ -1,7 +1,7 @@
 """``fit``: the one Python training loop.
 
-Epochs run through an :class:`~jaxdl.algorithms.supervised.Engine`; after
-each evaluation the loop writes metrics, checks for divergence, tracks the
+Epochs run through a :class:`Job` (an algorithm compiled for one shape,
+with its data); after each evaluation the loop writes metrics, checks for divergence, tracks the
 monitored metric (early stopping, best checkpoint), saves checkpoints and
 asks the ``reporter`` whether to stop. Everything it needs to continue after
 a restart is in the checkpoint's ``meta``.
@@ -14,16 +14,15 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 
-from jaxdl.algorithms.supervised import Engine, EvalSplit, TrainState
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config, monitor_mode
 from jaxdl.metrics import MetricsWriter
 
-__all__ = ["FitResult", "LoopState", "Reporter", "fit", "run_keys"]
+__all__ = ["FitResult", "Job", "LoopState", "Reporter", "fit", "run_keys"]
 
 Reporter = Callable[[int, Mapping[str, float]], bool]
 """``reporter(epoch, metrics) -> stop``: called after each evaluation with
@@ -62,7 +61,7 @@ class FitResult:
     """What :func:`fit` ends with.
 
     Attributes:
-      state: the final train state (on device).
+      state: the final state (on device).
       best_state: host copy of the state at the best epoch (None if no
         epoch was evaluated).
       loop: final bookkeeping (best value/epoch, last metrics, timings).
@@ -71,7 +70,7 @@ class FitResult:
       reason: one line saying why the run ended.
     """
 
-    state: TrainState
+    state: Any
     best_state: Any
     loop: LoopState
     status: str
@@ -91,8 +90,34 @@ def _improved(value: float, best: float | None, mode: str, min_delta: float) -> 
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
-def fit(cfg: Config, engine: Engine, state: TrainState, train_xy: tuple[jax.Array, jax.Array],
-        eval_splits: Mapping[str, EvalSplit], *, loop: LoopState | None = None,
+class Job(Protocol):
+    """What :func:`fit` trains: one algorithm on one dataset, compiled for
+    one shape (``jaxdl.experiment.SupervisedJob``, ``jaxdl.gan_run.GANJob``).
+
+    Attributes:
+      steps_per_epoch: optimizer steps (GAN: generator updates) per epoch.
+      divergence_hint: what to try when a metric becomes NaN/Inf.
+    """
+
+    steps_per_epoch: int
+    divergence_hint: str
+
+    def compile(self, state: Any, *, progress: bool) -> None:
+        """Compile what an epoch and an evaluation call, before the clock starts."""
+
+    def train_epoch(self, state: Any, epoch: int,
+                    on_progress: Callable[[int, Mapping[str, float]], None] | None
+                    ) -> tuple[Any, dict[str, float]]:
+        """One epoch (``state`` is donated); the epoch's mean train metrics."""
+
+    def evaluate(self, state: Any) -> dict[str, dict[str, float]]:
+        """Metrics per evaluated split (``{"val": {...}}``; ``{}`` for none)."""
+
+    def after_epoch(self, epoch: int, state: Any) -> None:
+        """Per-epoch artifacts (a GAN's sample grid); after the evaluation."""
+
+
+def fit(cfg: Config, job: Job, state: Any, *, loop: LoopState | None = None,
         reporter: Reporter | None = None, checkpointer: Checkpointer | None = None,
         writer: MetricsWriter | None = None, progress: bool = False,
         log: Callable[[str], None] = print) -> FitResult:
@@ -100,11 +125,8 @@ def fit(cfg: Config, engine: Engine, state: TrainState, train_xy: tuple[jax.Arra
 
     Args:
       cfg: the experiment config (train and checkpoint sections are read).
-      engine: compiled epochs for this shape.
+      job: the compiled algorithm and its data (see :class:`Job`).
       state: the state to continue from (donated).
-      train_xy: training inputs and targets on the device.
-      eval_splits: ``{"val": ...}`` evaluated after every epoch (``"test"``
-        is never evaluated here).
       loop: bookkeeping to resume from (default: a fresh run).
       reporter: see :data:`Reporter`.
       checkpointer, writer: where checkpoints and metric rows go (optional).
@@ -113,28 +135,25 @@ def fit(cfg: Config, engine: Engine, state: TrainState, train_xy: tuple[jax.Arra
     """
     tc = cfg.train
     loop = loop or LoopState()
-    keys = run_keys(cfg.seed)
     best_state = None
     if loop.status is not None:   # resumed from the checkpoint where it stopped
         return FitResult(state, None, loop, loop.status, loop.reason or loop.status)
     status, reason = "completed", f"trained {tc.epochs} epochs"
-    x, y = train_xy
     # Compile before the clock and the progress bar start.
-    engine.compile(state, x, y, keys["shuffle"], keys["dropout"], eval_splits, progress=progress)
+    job.compile(state, progress=progress)
     for epoch in range(loop.epoch + 1, tc.epochs + 1):
-        bar = _progress_bar(epoch, tc.epochs, engine.steps_per_epoch) if progress else None
+        bar = _progress_bar(epoch, tc.epochs, job.steps_per_epoch) if progress else None
         t0 = time.perf_counter()
-        shuffle_key = jax.random.fold_in(keys["shuffle"], epoch)
-        state, train_m = engine.train_epoch(
-            state, x, y, shuffle_key, keys["dropout"],
-            on_progress=_bar_updater(bar) if bar is not None else None)
+        state, train_m = job.train_epoch(
+            state, epoch, _bar_updater(bar) if bar is not None else None)
         t1 = time.perf_counter()
+        evaluated = job.evaluate(state)
         metrics = {f"train_{k}": v for k, v in train_m.items()}
-        for split, data in eval_splits.items():
-            metrics.update({f"{split}_{k}": v for k, v in engine.evaluate(state, data).items()})
+        for split, values in evaluated.items():
+            metrics.update({f"{split}_{k}": v for k, v in values.items()})
         loop.train_seconds += t1 - t0
         loop.eval_seconds += time.perf_counter() - t1
-        loop.steps += engine.steps_per_epoch
+        loop.steps += job.steps_per_epoch
         loop.epoch = epoch
         loop.last_metrics = metrics
         if bar is not None:
@@ -143,19 +162,19 @@ def fit(cfg: Config, engine: Engine, state: TrainState, train_xy: tuple[jax.Arra
         if writer is not None:
             step = int(loop.steps)
             writer.write(epoch, step, "train", train_m)
-            for split in eval_splits:
-                writer.write(epoch, step, split, {k[len(split) + 1:]: v for k, v in metrics.items()
-                                                  if k.startswith(split + "_")})
+            for split, values in evaluated.items():
+                writer.write(epoch, step, split, values)
 
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             status = "diverged"
             last = loop.best_epoch if checkpointer is None else checkpointer.latest_epoch()
             reason = (f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch}: the loss diverged "
-                      f"(try a lower optim.learning_rate or optim.clip_norm); "
+                      f"({job.divergence_hint}); "
                       f"last good checkpoint: epoch {last}")
             break
 
+        job.after_epoch(epoch, state)
         value = metrics[tc.monitor]
         is_best = _improved(value, loop.best_value, monitor_mode(tc), tc.min_delta)
         if is_best:

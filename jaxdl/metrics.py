@@ -103,9 +103,13 @@ def plot_curves(rows: Iterable[Mapping[str, Any]], path: str | Path, title: str 
 
     rows = [r for r in rows if r["split"] in ("train", "val")]
     names = sorted({k for r in rows for k in r} - {"epoch", "step", "split"})
-    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4.5 * max(1, len(names)), 3.4),
-                             squeeze=False)
-    for ax, name in zip(axes[0], names, strict=False):
+    # At most 4 panels a row (a GAN has 7 metrics).
+    cols = min(4, max(1, len(names)))
+    nrows = max(1, math.ceil(len(names) / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names, strict=False):
         for split, style in (("train", "-o"), ("val", "-s")):
             pts = [(r["epoch"], r[name]) for r in rows
                    if r["split"] == split and r.get(name) is not None]

@@ -49,7 +49,7 @@ from jaxdl.errors import CheckpointError
 from jaxdl.metrics import write_json
 from jaxdl.models.layers import activation
 
-__all__ = ["SCORER_CONFIG", "Scorer", "load_scorer", "scorer_dir"]
+__all__ = ["SCORER_CONFIG", "Scorer", "load_scorer", "open_scorer", "scorer_dir"]
 
 SCORER_CONFIG: dict[str, Any] = {
     "name": "scorer",
@@ -190,6 +190,21 @@ def load_scorer(dataset: str = "mnist", data_dir: str | None = None, *,
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    restored = experiment.restore(target, data_dir=str(download.default_data_dir(data_dir)))
+    return open_scorer(target, data_dir)
+
+
+def open_scorer(path: str | Path, data_dir: str | None = None) -> Scorer:
+    """The scorer cached in ``path`` (e.g. the one a GAN run recorded in its
+    ``run.json``), with its real test images from ``data_dir``.
+
+    Raises:
+      CheckpointError: ``path`` holds no finished scorer.
+    """
+    from jaxdl import experiment
+
+    path = Path(path)
+    if not (path / "summary.json").exists():
+        raise CheckpointError(f"{path} holds no finished scorer")
+    restored = experiment.restore(path, data_dir=str(download.default_data_dir(data_dir)))
     test = np.asarray(restored.dataset.test.x, np.float32)       # [n, 28, 28] in [0, 1]
-    return Scorer(target, restored.model, restored.params, (test * 2.0 - 1.0)[..., None])
+    return Scorer(path, restored.model, restored.params, (test * 2.0 - 1.0)[..., None])

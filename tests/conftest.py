@@ -45,3 +45,36 @@ def mnist_dir() -> Path:
 def shakespeare_dir() -> Path:
     """The data directory holding tinyshakespeare/input.txt (skip when there is none)."""
     return _data_dir_holding("tinyshakespeare/input.txt", "tinyshakespeare/")
+
+
+# A quick MNIST scorer for tests: 3 epochs on 6,000 images (the real one
+# trains 8 epochs on 54,000).
+QUICK_SCORER = {"train.epochs": 3, "data.train_limit": 6000}
+
+
+@pytest.fixture(scope="session")
+def quick_scorer_cache(tmp_path_factory) -> Path:
+    """A scorer cache holding the quick scorer (trained once per session)."""
+    from jaxdl import scorer
+
+    data = _data_dir_holding("mnist/train-images-idx3-ubyte.gz", "mnist/")
+    cache = tmp_path_factory.mktemp("scorers")
+    scorer.load_scorer("mnist", str(data), overrides=QUICK_SCORER, cache=cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def gan_data_dir(tmp_path_factory, quick_scorer_cache) -> Path:
+    """A data directory for GAN runs: MNIST (links to ``$JAXDL_DATA_DIR``'s
+    files) and the quick scorer cached where a GAN run looks for the real one,
+    so no test trains the full scorer or writes into the shared data."""
+    import shutil
+
+    from jaxdl import scorer
+
+    src = _data_dir_holding("mnist/train-images-idx3-ubyte.gz", "mnist/")
+    d = tmp_path_factory.mktemp("gan-data")
+    (d / "mnist").symlink_to(src / "mnist")
+    quick = scorer.scorer_dir("mnist", str(src), QUICK_SCORER, quick_scorer_cache)
+    shutil.copytree(quick, scorer.scorer_dir("mnist", str(d)))
+    return d

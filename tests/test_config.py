@@ -146,7 +146,8 @@ def test_partial_file_keeps_other_defaults(tmp_path):
     cfg = config.load(write(tmp_path, "optim: {learning_rate: 0.1}\n"))
     assert cfg.optim.learning_rate == 0.1
     assert cfg.optim.name == OptimConfig().name
-    assert cfg.model == ModelConfig() and cfg.train == TrainConfig()
+    # monitor: auto is resolved (to val_loss), as clip_norm: auto is.
+    assert cfg.model == ModelConfig() and cfg.train == TrainConfig(monitor="val_loss")
 
 
 def test_int_accepted_for_float(tmp_path):

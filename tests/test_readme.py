@@ -63,3 +63,17 @@ def test_readme_rnn_example_runs():
     assert scope["logits"].shape == (8, 10)
     assert scope["more"].shape == (8, 1, 65)
     assert scope["tokens"].shape == (1, 50)
+
+
+def test_readme_gan_example_runs(gan_data_dir, monkeypatch, capsys):
+    block = next(b for b in python_blocks() if "GAN(Generator" in b)
+    # Smaller players and one epoch, so it runs in seconds; the quick
+    # scorer is cached in gan_data_dir where load_scorer looks.
+    block = block.replace("width=512", "width=32").replace("range(3)", "range(1)")
+    monkeypatch.setenv("JAXDL_DATA_DIR", str(gan_data_dir))
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert int(scope["state"].step) == 54000 // 64
+    assert scope["samples"].shape == (2000, 28, 28, 1)
+    out = capsys.readouterr().out
+    assert "d_loss" in out and "g_loss" in out and "frechet" in out and "class_entropy" in out

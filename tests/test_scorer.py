@@ -8,16 +8,14 @@ import pytest
 
 from jaxdl import scorer
 from jaxdl.errors import CheckpointError
+from tests.conftest import QUICK_SCORER as QUICK
 from tests.conftest import _data_dir_holding
-
-# A quick scorer for tests: 3 epochs on 6,000 images.
-QUICK = {"train.epochs": 3, "data.train_limit": 6000}
 
 
 @pytest.fixture(scope="module")
-def quick_scorer(tmp_path_factory, mnist_dir_module):
-    cache = tmp_path_factory.mktemp("scorers")
-    return scorer.load_scorer("mnist", str(mnist_dir_module), overrides=QUICK, cache=cache)
+def quick_scorer(quick_scorer_cache, mnist_dir_module):
+    return scorer.load_scorer("mnist", str(mnist_dir_module), overrides=QUICK,
+                              cache=quick_scorer_cache)
 
 
 @pytest.fixture(scope="module")

@@ -208,34 +208,69 @@ class GAN:
                    "d_real": d_reals[-1], "d_fake": d_fake}
         return new_state, metrics
 
-    def train_epoch(self, state: GANState, images: jax.Array, rng: jax.Array,
-                    batch_size: int, callback: Callable | None = None
-                    ) -> tuple[GANState, dict[str, jax.Array]]:
-        """One pass over ``images`` ``[N, H, W, C]`` (on the device) as one
-        ``lax.scan``: a permutation drawn from ``rng`` (the epoch's key) is
-        cut into ``N // (batch_size * n_critic)`` steps; the remainder is
-        left out this epoch. Step keys fold ``state.step`` into ``rng``.
-        Returns the state and the epoch's mean metrics. ``callback``, if
-        given, is called (``jax.debug.callback``, ordered) with
-        ``(step_in_epoch, metrics)`` after every step, counting from 1
-        (progress display)."""
+    def epoch_order(self, rng: jax.Array, n: int, batch_size: int
+                    ) -> tuple[jax.Array, jax.Array]:
+        """An epoch's batches and step key from its key ``rng``.
+
+        Returns:
+          ``(order, step_key)``: ``order [steps, n_critic, batch_size]`` indexes
+          ``n`` images through one random permutation, cut into
+          ``n // (batch_size * n_critic)`` steps (the remainder is left out
+          this epoch); ``step_key`` is the key :meth:`train_steps` folds
+          ``state.step`` into.
+        """
         per_step = batch_size * self.n_critic
-        steps = images.shape[0] // per_step
+        steps = n // per_step
         if steps < 1:
-            raise ValueError(f"{images.shape[0]} images are fewer than one step's "
+            raise ValueError(f"{n} images are fewer than one step's "
                              f"{per_step} (batch {batch_size} x n_critic {self.n_critic})")
         perm_key, step_key = jax.random.split(rng)
-        order = jax.random.permutation(perm_key, images.shape[0])[:steps * per_step]
-        order = order.reshape(steps, self.n_critic, batch_size)
+        order = jax.random.permutation(perm_key, n)[:steps * per_step]
+        return order.reshape(steps, self.n_critic, batch_size), step_key
+
+    def train_steps(self, state: GANState, images: jax.Array, order: jax.Array,
+                    step_key: jax.Array, callback: Callable | None = None,
+                    callback_every: int = 1, first: jax.Array | int = 0
+                    ) -> tuple[GANState, dict[str, jax.Array]]:
+        """:meth:`train_step` over the batches ``images[order[i]]`` as one
+        ``lax.scan``.
+
+        Args:
+          images: ``[N, H, W, C]`` on the device.
+          order: ``[steps, n_critic, batch]`` indices (from :meth:`epoch_order`,
+            or a slice of it).
+          step_key: the epoch's step key.
+          callback: if given, called (``jax.debug.callback``, ordered) with
+            ``(steps done in the epoch, metrics)`` after every
+            ``callback_every``-th step and the last (progress display).
+          first: how many steps of the epoch came before ``order[0]``.
+        Returns:
+          The state and the metrics of every step (``[steps]`` each).
+        """
+        steps = order.shape[0]
 
         def body(s, inp):
             i, idx = inp
             s, m = self.train_step(s, images[idx], step_key)
             if callback is not None:
-                jax.debug.callback(callback, i + 1, m, ordered=True)
+                done = first + i + 1
+                jax.lax.cond((done % callback_every == 0) | (i == steps - 1),
+                             lambda: jax.debug.callback(callback, done, m, ordered=True),
+                             lambda: None)
             return s, m
 
-        state, metrics = jax.lax.scan(body, state, (jnp.arange(steps), order))
+        return jax.lax.scan(body, state, (jnp.arange(steps), order))
+
+    def train_epoch(self, state: GANState, images: jax.Array, rng: jax.Array,
+                    batch_size: int, callback: Callable | None = None
+                    ) -> tuple[GANState, dict[str, jax.Array]]:
+        """One pass over ``images`` ``[N, H, W, C]`` (on the device) as one
+        ``lax.scan``: :meth:`epoch_order` from ``rng`` (the epoch's key), then
+        :meth:`train_steps`. Returns the state and the epoch's mean metrics.
+        ``callback``, if given, is called with ``(step_in_epoch, metrics)``
+        after every step, counting from 1 (progress display)."""
+        order, step_key = self.epoch_order(rng, images.shape[0], batch_size)
+        state, metrics = self.train_steps(state, images, order, step_key, callback)
         return state, jax.tree.map(jnp.mean, metrics)
 
     def sample(self, state: GANState, z: jax.Array) -> jax.Array:

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from jaxdl import losses
+from jaxdl.compilation_cache import Programs
 from jaxdl.config import TASK_LOSSES, TASK_METRICS
 
 __all__ = [
@@ -282,10 +283,7 @@ class Engine:
         self.scan_unroll = 1
         self._listener: Callable[[int, Mapping[str, float]], None] | None = None
         self.traces: dict[str, int] = {}
-        # Seconds spent compiling, summed over the engine's life (a cached
-        # engine reused by a later run adds nothing).
-        self.compile_seconds = 0.0
-        self._compiled: dict[Any, Any] = {}
+        self._programs = Programs()
 
     # -- traced functions (each counts its traces: a retrace is a recompile)
 
@@ -354,14 +352,13 @@ class Engine:
     # -- compilation (ahead of time, so compile seconds are measured apart)
 
     def _get(self, key: Any, make: Callable[[], Callable], args: tuple, donate: tuple = ()):
-        sig = (key, _signature(args))
-        fn = self._compiled.get(sig)
-        if fn is None:
-            t0 = time.perf_counter()
-            fn = jax.jit(make(), donate_argnums=donate).lower(*args).compile()
-            self.compile_seconds += time.perf_counter() - t0
-            self._compiled[sig] = fn
-        return fn
+        return self._programs.get(key, make, args, donate)
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds spent compiling, summed over the engine's life (a cached
+        engine reused by a later run adds nothing)."""
+        return self._programs.seconds
 
     # -- public API
 
@@ -492,11 +489,6 @@ class EvalSplit:
     w: jax.Array
     n: int
     batch: int
-
-
-def _signature(args: tuple) -> tuple:
-    leaves, treedef = jax.tree_util.tree_flatten(args)
-    return (treedef, tuple((tuple(a.shape), str(a.dtype)) for a in leaves))
 
 
 def _weighted(metrics: Mapping[str, jax.Array]) -> dict[str, jax.Array]:

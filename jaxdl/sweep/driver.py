@@ -266,11 +266,18 @@ def _short(key: str) -> str:
 
 
 def format_params(params: dict[str, Any]) -> str:
+    """``lr=0.003 batch=64``; a short name two keys share keeps its section
+    (``g_optim.lr=0.0002 d_optim.lr=0.0004``)."""
+    shorts = {k: _short(k) for k in params}
+    taken = list(shorts.values())
     parts = []
     for k, v in params.items():
         if isinstance(v, float):
             v = f"{v:.3g}"
-        parts.append(f"{_short(k)}={v}")
+        name = shorts[k]
+        if taken.count(name) > 1 and "." in k:
+            name = f"{k.split('.')[-2]}.{name}"
+        parts.append(f"{name}={v}")
     return " ".join(parts)
 
 

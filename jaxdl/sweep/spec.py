@@ -147,7 +147,7 @@ class HeartbeatConfig(_Section):
 
 _SECTIONS = {"objective": ObjectiveConfig, "sampler": SamplerConfig, "pruner": PrunerConfig,
              "budget": BudgetConfig, "heartbeat": HeartbeatConfig}
-_BASE_KEYS = ("seed", "data", "model", "optim", "train", "checkpoint")
+_BASE_KEYS = ("seed", "algorithm", "data", "model", "optim", "train", "checkpoint", "gan")
 _TOP = ("name", "base", "set", "space", "objective", "sampler", "pruner", "budget", "storage",
         "study_dir", "workers", "keep_all", "heartbeat")
 
