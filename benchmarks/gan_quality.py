@@ -2,16 +2,18 @@
 between a real-data floor and an untrained-generator ceiling.
 
 Question answered: how good do a GAN's samples get, how fast, on this
-machine? Scores come from ``jaxdl.scorer`` (an MNIST MLP trained by jaxdl,
-cached under the data directory): the floor is the Frechet distance of
-10,000 real training images to the real test set, the ceiling that of the
-untrained generator's samples; ``fraction`` places a score between them
+machine? It trains a GAN config through ``jaxdl.run`` (exactly what ``jaxdl
+train`` does) in a temporary run directory and reports from its record.
+Scores come from ``jaxdl.scorer`` (an MNIST MLP trained by jaxdl, cached under
+the data directory); the test-set floor is the Frechet distance of 10,000
+real training images to the real test images, the ceiling that of the
+untrained generator's samples, and ``fraction`` places a score between them
 (0 = floor, 1 = ceiling). Output: JSON lines.
 
 Run::
 
-    JAXDL_DATA_DIR=../shared/data python benchmarks/gan_quality.py \
-        [--kind mlp|conv --width 512 --epochs 30 --batch 64 --lr 2e-4 --evals 3]
+    JAXDL_DATA_DIR=../shared/data python benchmarks/gan_quality.py \\
+        [--config experiments/mnist_gan_mlp.yaml] [--set train.epochs=30 ...]
 """
 
 from __future__ import annotations
@@ -21,85 +23,66 @@ import json
 import os
 import platform
 import sys
-import time
+import tempfile
+from pathlib import Path
 
 from jaxdl import allocator
 
 allocator.reuse_freed_memory()
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
-from jaxdl import config, data, scorer  # noqa: E402
-from jaxdl.algorithms.gan import GAN  # noqa: E402
-from jaxdl.models.gan import Discriminator, Generator  # noqa: E402
+import jaxdl  # noqa: E402
+from jaxdl import config  # noqa: E402
+from jaxdl.metrics import read_metrics  # noqa: E402
 
-LATENT, SAMPLES, CHUNK = 64, 10_000, 500
-
-
-def samples(sample, state, key) -> np.ndarray:
-    """``SAMPLES`` images from the jitted ``sample(state, z)``, in chunks."""
-    z = jax.random.normal(key, (SAMPLES, LATENT))
-    return np.concatenate([np.asarray(sample(state, z[i:i + CHUNK]))
-                           for i in range(0, SAMPLES, CHUNK)])
+REPO = Path(__file__).resolve().parent.parent
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--kind", choices=("mlp", "conv"), default="mlp")
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--evals", type=int, default=3, help="scored epochs (evenly spaced)")
+    p.add_argument("--config", default=str(REPO / "experiments" / "mnist_gan_mlp.yaml"))
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="config override, e.g. train.epochs=30")
     args = p.parse_args(argv)
+    cfg = config.load(args.config, [*args.overrides, "train.progress=false"])
+    if cfg.algorithm != "gan":
+        p.error(f"{args.config} is not a GAN config")
+    g = cfg.gan
+    common = {"bench": "gan_quality", "config": Path(args.config).name,
+              "overrides": args.overrides, "generator": f"{g.generator.kind}{g.generator.width}",
+              "discriminator": f"{g.discriminator.kind}{g.discriminator.width}",
+              "batch": cfg.train.batch_size, "epochs": cfg.train.epochs,
+              "device": jax.devices()[0].device_kind, "cpus": os.cpu_count(),
+              "machine": platform.machine()}
 
-    common = {"bench": "gan_quality", "kind": args.kind, "width": args.width,
-              "batch": args.batch, "lr": args.lr, "device": jax.devices()[0].device_kind,
-              "cpus": os.cpu_count(), "machine": platform.machine()}
+    def emit(metric, value, unit, **extra):
+        print(json.dumps({**common, "metric": metric, "value": value, "unit": unit, **extra}),
+              flush=True)
 
-    def emit(**row):
-        print(json.dumps({**common, **row}), flush=True)
-
-    t = time.perf_counter()
-    sc = scorer.load_scorer("mnist")
-    emit(metric="scorer_seconds", value=round(time.perf_counter() - t, 1),
-         scorer=str(sc.run_dir))
-    cfg = config.from_dict({"data": {"name": "mnist", "normalize": "unit"},
-                            "model": {"name": "mlp"}})
-    train = np.asarray(data.load(cfg.data).train.x, np.float32)[..., None] * 2.0 - 1.0
-    floor = sc.score(train[:SAMPLES])["frechet"]
-    conv = "im2col" if jax.default_backend() == "cpu" else "xla"
-    gan = GAN(Generator(args.kind, width=args.width, conv=conv),
-              Discriminator(args.kind, width=args.width, conv=conv),
-              optax.adam(args.lr, b1=0.5), optax.adam(args.lr, b1=0.5), latent=LATENT)
-    state = gan.init(jax.random.key(0), (28, 28, 1))
-    eval_key, sample = jax.random.key(7), jax.jit(gan.sample)
-    ceiling = sc.score(samples(sample, state, eval_key))["frechet"]
-    emit(metric="frechet_floor", value=round(floor, 3))
-    emit(metric="frechet_ceiling", value=round(ceiling, 3))
-
-    images = jnp.asarray(train)
-    epoch_fn = jax.jit(gan.train_epoch, static_argnums=3, donate_argnums=0)
-    scored = {round(args.epochs * (i + 1) / args.evals) for i in range(args.evals)}
-    train_seconds = 0.0
-    for e in range(1, args.epochs + 1):
-        t = time.perf_counter()
-        state, m = epoch_fn(state, images, jax.random.fold_in(jax.random.key(1), e), args.batch)
-        jax.block_until_ready(state)
-        dt = time.perf_counter() - t
-        train_seconds += dt
-        if e == 2:
-            emit(metric="seconds_per_epoch", value=round(dt, 2), epoch=e)
-        if e in scored:
-            s = sc.score(samples(sample, state, eval_key))
-            emit(metric="frechet", value=round(s["frechet"], 3), epoch=e,
-                 fraction=round((s["frechet"] - floor) / (ceiling - floor), 4),
-                 class_entropy=round(s["class_entropy"], 3),
-                 confident=round(s["confident"], 3), train_seconds=round(train_seconds, 1),
-                 losses={k: round(float(v), 3) for k, v in m.items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        result = jaxdl.run(cfg, workdir=Path(tmp) / "run", quiet=True)
+        rows = read_metrics(Path(tmp) / "run" / "metrics.jsonl")
+    s = result.summary
+    if s["status"] != "completed":
+        emit("status", s["status"], "", reason=s["reason"])
+        return 1
+    floor, ceiling = (s["baselines"]["test"][k] for k in ("frechet_real", "frechet_untrained"))
+    emit("frechet_floor", round(floor, 3), "", split="test")
+    emit("frechet_ceiling", round(ceiling, 3), "", split="test")
+    emit("seconds_per_epoch", round(s["seconds_per_epoch"], 2), "s")
+    emit("wall_seconds", round(s["wall_seconds"], 1), "s", compile_seconds=s["compile_seconds"],
+         eval_seconds=s["eval_seconds"])
+    for r in rows:
+        if r["split"] == "val":
+            emit("frechet", round(r["frechet"], 3), "", split="val", epoch=r["epoch"],
+                 class_entropy=round(r["class_entropy"], 3), confident=round(r["confident"], 3))
+    for which in ("best", "final"):
+        t = s[which]["test"]
+        emit("frechet", round(t["frechet"], 3), "", split="test", checkpoint=which,
+             epoch=s["best_epoch"] if which == "best" else s["epochs"],
+             fraction=round((t["frechet"] - floor) / (ceiling - floor), 4),
+             class_entropy=round(t["class_entropy"], 3), confident=round(t["confident"], 3))
     return 0
 
 

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate from a run's checkpoint: a PNG grid of "
                        "images (GAN runs) or text (language-model runs)")
     s.add_argument("run_dir")
-    s.add_argument("--n", type=_positive, default=64, help="GAN: images in the grid")
+    s.add_argument("--n", type=_positive, help="GAN: images in the grid (default 64)")
     s.add_argument("--out", help="GAN: PNG to write (default RUN_DIR/sample-<which>-seed<seed>"
                    ".png)")
     s.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
@@ -161,10 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if experiment.run_config(args.run_dir).algorithm == "gan":
                 from jaxdl import gan_run
 
-                path = gan_run.sample_grid(args.run_dir, args.n, seed=args.seed,
+                path = gan_run.sample_grid(args.run_dir, args.n or 64, seed=args.seed,
                                            which=args.which, out=args.out)
                 print(path)
                 return EXIT_OK
+            if args.n is not None or args.out is not None:
+                raise config.ConfigError("--n and --out are for GAN runs; a language model "
+                                         "takes --num, --length, --prompt", args.run_dir)
             texts = generate.sample_run(args.run_dir, prompt=args.prompt, length=args.length,
                                         temperature=args.temperature, top_k=args.top_k,
                                         seed=args.seed, num=args.num, which=args.which)

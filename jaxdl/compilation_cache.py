@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
 
-__all__ = ["Programs", "default_dir", "enable"]
+__all__ = ["BuiltByShape", "Programs", "default_dir", "enable"]
 
 
 class Programs:
@@ -40,6 +41,30 @@ class Programs:
             self.seconds += time.perf_counter() - t0
             self._fns[sig] = fn
         return fn
+
+
+class BuiltByShape:
+    """Objects holding compiled programs (engines), kept by shape key, the
+    most recently used last and at most ``size`` of them: a sweep over many
+    shapes must not keep every compiled program alive."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        """The object for ``key``, built by ``build()`` the first time."""
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+            return item
+        item = self._items[key] = build()
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def default_dir() -> Path:

@@ -288,7 +288,7 @@ class TrainConfig(_Section):
     min_delta: float = _field(0.0, "early stopping: smallest change that counts", lo=0.0)
     steps_per_call: int | None = _field(
         None, "train steps per compiled call: null = measured choice per model and backend "
-        "(the whole epoch in one lax.scan, except XLA convolutions on CPU: 1)", lo=1)
+        "(the whole epoch in one lax.scan, except a cnn's XLA convolutions on CPU: 1)", lo=1)
     progress: bool = _field(True, "show a progress bar when stderr is a terminal")
 
 
@@ -553,10 +553,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def dump(cfg: Config, path: str | Path | None = None) -> str:
     """The resolved config as YAML (written to ``path`` when given), without
     the sections its algorithm does not read (they are at their defaults)."""
-    tree = to_dict(cfg)
-    for section in UNUSED_SECTIONS[cfg.algorithm]:
-        del tree[section]
-    text = yaml.safe_dump(tree, sort_keys=False, default_flow_style=None)
+    text = yaml.safe_dump(_used(cfg), sort_keys=False, default_flow_style=None)
     if path is not None:
         Path(path).write_text(text)
     return text
@@ -568,24 +565,42 @@ def fingerprint(cfg: Config) -> str:
     Equal for configs that train identically, whatever their key order or
     data directory; differs when any other value does.
     """
-    tree = to_dict(cfg)
-    for section in UNUSED_SECTIONS[cfg.algorithm]:
-        del tree[section]
+    tree = _used(cfg)
     if cfg.algorithm == "supervised":   # the only algorithm before the field existed
         del tree["algorithm"]
     for dotted in NOT_FINGERPRINTED:
-        section, key = dotted.split(".")
-        tree.get(section, {}).pop(key, None)
+        _pop_dotted(tree, dotted)
     for dotted, default in FINGERPRINT_IF_NOT.items():
-        section, key = dotted.split(".")
-        if section in tree and tree[section].get(key) == default:
-            del tree[section][key]
+        _pop_dotted(tree, dotted, only_if=default)
     tree = {k: v for k, v in tree.items() if v != {}}
     blob = json.dumps(tree, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- internals
+
+
+def _used(cfg: Config) -> dict[str, Any]:
+    """:func:`to_dict` without the sections ``cfg.algorithm`` does not read."""
+    tree = to_dict(cfg)
+    for section in UNUSED_SECTIONS[cfg.algorithm]:
+        del tree[section]
+    return tree
+
+
+_MISSING = object()
+
+
+def _pop_dotted(tree: dict[str, Any], dotted: str, only_if: Any = _MISSING) -> None:
+    """Remove ``tree[a][b]...`` for ``dotted == "a.b..."`` if present (and,
+    with ``only_if``, equal to it)."""
+    *path, key = dotted.split(".")
+    node: Any = tree
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and key in node and (only_if is _MISSING
+                                                   or node[key] == only_if):
+        del node[key]
 
 
 def _field_names(cls) -> tuple[str, ...]:
@@ -863,6 +878,14 @@ def _gan_problems(cfg: Config) -> list[str]:
     if cfg.data.name not in IMAGE_DATASETS:
         problems.append(f"data.name: a GAN needs image data ({', '.join(IMAGE_DATASETS)}), "
                         f"got {cfg.data.name!r}")
+    if cfg.data.normalize != DataConfig.normalize:
+        problems.append(f"data.normalize: not used by a GAN (its images are always scaled to "
+                        f"[-1, 1]), got {cfg.data.normalize!r}")
+    for player in ("generator", "discriminator"):
+        net = getattr(cfg.gan, player)
+        if net.kind == "conv" and net.depth != type(net).depth:
+            problems.append(f"gan.{player}.depth: a conv {player} has a fixed depth (depth is "
+                            f"for kind mlp), got {net.depth}")
     if cfg.train.loss != "auto":
         problems.append(f"train.loss: not used by a GAN (gan.loss picks its losses), got "
                         f"{cfg.train.loss!r}")
@@ -880,6 +903,10 @@ def _cross_check(cfg: Config) -> list[str]:
         if problems:
             return problems
         sizes = split_sizes(cfg.data)
+        if cfg.data.val_fraction > 0 and sizes["val"] < 2:
+            problems.append(f"data.val_fraction: {cfg.data.val_fraction} leaves "
+                            f"{sizes['val']} validation image; the Frechet distance needs at "
+                            "least 2 (use 0 for none)")
         per_step = cfg.train.batch_size * cfg.gan.n_critic
         if per_step > sizes["train"]:
             problems.append(

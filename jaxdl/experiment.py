@@ -23,7 +23,6 @@ import json
 import platform
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from jaxdl import data as data_lib
 from jaxdl import models, optim
 from jaxdl.algorithms.supervised import Engine, Task, TrainState, default_steps_per_call, init_state
 from jaxdl.checkpoint import Checkpointer
+from jaxdl.compilation_cache import BuiltByShape
 from jaxdl.config import Config
 from jaxdl.errors import CheckpointError, ConfigError, DataError
 from jaxdl.loop import LoopState, Reporter, fit, run_keys
@@ -46,10 +46,8 @@ __all__ = ["Restored", "RunResult", "SupervisedJob", "build_engine", "checkpoint
            "default_run_dir", "evaluate", "make_job", "new_state", "one_line", "restore",
            "restore_state", "run", "run_config"]
 
-# Compiled engines by shape, most recently used last. Bounded: a sweep over
-# many shapes must not keep every compiled program alive.
-_ENGINES: OrderedDict[Any, Engine] = OrderedDict()
-MAX_CACHED_ENGINES = 8
+# Compiled engines by shape (bounded).
+_ENGINES = BuiltByShape()
 
 
 @dataclasses.dataclass
@@ -60,13 +58,14 @@ class RunResult:
       status: ``completed``, ``early_stopped``, ``diverged`` or ``stopped``.
       run_dir: where everything was written.
       summary: the content of ``summary.json``.
-      state: the final :class:`TrainState` (None when nothing was trained).
+      state: the final state (a :class:`TrainState`, or a GAN's
+        :class:`~jaxdl.algorithms.gan.GANState`; None when nothing was trained).
     """
 
     status: str
     run_dir: Path
     summary: dict[str, Any]
-    state: TrainState | None = None
+    state: Any = None
 
     @property
     def best(self) -> dict[str, dict[str, float]]:
@@ -102,11 +101,8 @@ def _shape_key(cfg: Config, dataset: data_lib.Dataset, backend: str) -> tuple:
 def build_engine(cfg: Config, dataset: data_lib.Dataset) -> Engine:
     """The (cached) :class:`Engine` for this config's shape."""
     backend = jax.default_backend()
-    key = _shape_key(cfg, dataset, backend)
-    engine = _ENGINES.get(key)
-    if engine is not None:
-        _ENGINES.move_to_end(key)
-    else:
+
+    def build() -> Engine:
         steps = max(1, dataset.epoch_examples // cfg.train.batch_size)
         model = models.make(cfg.model, dataset.outputs, backend,
                             vocab=len(dataset.vocab) if dataset.vocab is not None else None,
@@ -114,15 +110,13 @@ def build_engine(cfg: Config, dataset: data_lib.Dataset) -> Engine:
         tx = optim.make(cfg.optim, steps, cfg.train.epochs)
         spc = cfg.train.steps_per_call or default_steps_per_call(
             cfg.model.name, backend, steps, models.conv_impl(cfg.model, backend))
-        engine = Engine(model, tx, Task(dataset.task, cfg.train.loss),
-                        batch_size=cfg.train.batch_size, n_train=len(dataset.train),
-                        steps_per_call=spc, eval_batch_size=cfg.train.eval_batch_size,
-                        scan_eval=spc > 1, window=dataset.window,
-                        epoch_examples=dataset.epoch_examples)
-        _ENGINES[key] = engine
-        while len(_ENGINES) > MAX_CACHED_ENGINES:
-            _ENGINES.popitem(last=False)
-    return engine
+        return Engine(model, tx, Task(dataset.task, cfg.train.loss),
+                      batch_size=cfg.train.batch_size, n_train=len(dataset.train),
+                      steps_per_call=spc, eval_batch_size=cfg.train.eval_batch_size,
+                      scan_eval=spc > 1, window=dataset.window,
+                      epoch_examples=dataset.epoch_examples)
+
+    return _ENGINES.get(_shape_key(cfg, dataset, backend), build)
 
 
 def new_state(cfg: Config, engine: Engine, dataset: data_lib.Dataset) -> TrainState:
@@ -269,13 +263,32 @@ class SupervisedJob:
                                 jax.device_get(state).params, run_dir, log)
 
 
-def make_job(cfg: Config, log=print):
-    """The :class:`~jaxdl.loop.Job` for ``cfg.algorithm``: data loaded, the
-    program built (from the cache when this shape was built before)."""
+def make_job(cfg: Config, log=print, *, resume_dir: Path | None = None):
+    """The job for ``cfg.algorithm``: data loaded, the program built (from
+    the cache when this shape was built before).
+
+    A job is a :class:`jaxdl.loop.Job` (what :func:`~jaxdl.loop.fit` calls)
+    that also has what :func:`run` calls: ``compile_seconds``,
+    ``run_info() -> dict`` (for ``run.json``), ``prepare(run_dir)``,
+    ``new_state()``, ``test(state) -> metrics``, ``baselines() -> {split:
+    metrics}`` and ``artifacts(state, run_dir, log)``.
+
+    Args:
+      resume_dir: the run directory being resumed (a GAN keeps scoring with
+        the scorer it recorded there).
+    Raises:
+      CheckpointError: a resumed GAN run's scorer is missing.
+    """
     if cfg.algorithm == "gan":
         from jaxdl import gan_run
 
-        return gan_run.GANJob(cfg, log=log)
+        scorer = gan_run.recorded_scorer(resume_dir) if resume_dir is not None else None
+        if scorer is not None and not scorer.exists():
+            raise CheckpointError(
+                f"{resume_dir} was scored with the scorer in {scorer}, which is missing; "
+                "resuming with another scorer would compare the scores of two classifiers. "
+                "Restore that directory, or train into a new --workdir")
+        return gan_run.GANJob(cfg, log=log, scorer=scorer)
     return SupervisedJob(cfg)
 
 
@@ -313,7 +326,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         log(f"{run_dir} already finished ({finished['status']}); nothing to resume")
         return RunResult(finished["status"], run_dir, finished)
 
-    job = make_job(cfg, log)
+    job = make_job(cfg, log, resume_dir=run_dir if resume else None)
     compile_before = job.compile_seconds
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -372,7 +385,11 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     rows = read_metrics(run_dir / "metrics.jsonl")
     if rows:
         plot_curves(rows, run_dir / "curves.png", title=f"{cfg.name} ({result.status})")
-    baselines = job.baselines()
+    try:
+        baselines = job.baselines()
+    except Exception as e:  # noqa: BLE001 - a reference must not cost the run's record
+        log(f"warning: baselines not computed: {type(e).__name__}: {e}")
+        baselines = {}
     wall = time.perf_counter() - t_start
     compile_s = job.compile_seconds - compile_before
     summary = {
@@ -520,7 +537,7 @@ def checkpoint_dir(run_dir: str | Path, which: str) -> Path:
     return ckpt_dir
 
 
-def restore_state(ckpt_dir: Path, which: str, make_state) -> tuple[TrainState, int]:
+def restore_state(ckpt_dir: Path, which: str, make_state) -> tuple[Any, int]:
     """``(state, epoch)`` of the best or latest checkpoint in ``ckpt_dir``,
     restored into the structure of ``make_state()`` (only traced, with
     ``jax.eval_shape``: no arrays are built).

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections import OrderedDict
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,20 +42,22 @@ from jaxdl import config as config_lib
 from jaxdl import data as data_lib
 from jaxdl import optim
 from jaxdl.algorithms.gan import GAN, GANState, class_statistics, frechet_distance, gaussian_stats
-from jaxdl.compilation_cache import Programs
+from jaxdl.compilation_cache import BuiltByShape, Programs
 from jaxdl.config import Config
-from jaxdl.errors import ConfigError
+from jaxdl.data import signed_images
+from jaxdl.errors import CheckpointError, ConfigError
 from jaxdl.loop import run_keys
 from jaxdl.metrics import save_image_grid
+from jaxdl.models import conv_impl
 from jaxdl.models.gan import Discriminator, Generator
 
-__all__ = ["GANJob", "GANProgram", "build_program", "evaluate", "image_shape", "sample_grid"]
+__all__ = ["GANJob", "GANProgram", "build_program", "evaluate", "image_shape", "recorded_scorer",
+           "sample_grid"]
 
-# Compiled programs by shape, most recently used last (as experiment's engines).
-_PROGRAMS: OrderedDict[Any, GANProgram] = OrderedDict()
+# Compiled programs by shape (bounded, as experiment's engines).
+_PROGRAMS = BuiltByShape()
 # Train metrics in display order (both players' losses first).
 METRICS = config_lib.GAN_METRICS["train"]
-MAX_CACHED_PROGRAMS = 8
 
 
 def image_shape(cfg: Config) -> tuple[int, int, int]:
@@ -63,14 +65,6 @@ def image_shape(cfg: Config) -> tuple[int, int, int]:
     if cfg.data.name not in config_lib.IMAGE_DATASETS:
         raise ConfigError(f"data.name: a GAN needs image data, got {cfg.data.name!r}")
     return (28, 28, 1)
-
-
-def _conv(cfg: Config, backend: str) -> str:
-    if cfg.gan.conv != "auto":
-        return cfg.gan.conv
-    # Measured on 2 CPU cores (conv GAN, width 64, batch 64): im2col 151 ms
-    # per step in a scanned epoch, XLA's convolution 1577 ms.
-    return "im2col" if backend == "cpu" else "xla"
 
 
 class GANProgram:
@@ -167,9 +161,11 @@ class GANProgram:
                 state, metrics = self._chunk_call(length, progress, args)(*args)
                 parts.append(metrics)
                 done += length
+            # Dispatch is asynchronous: wait for the epoch (and so for its
+            # progress callbacks) before the listener goes.
+            parts = jax.device_get(parts)
         finally:
             self._listener = None
-        parts = jax.device_get(parts)
         means = {k: float(np.mean(np.concatenate([np.atleast_1d(p[k]) for p in parts])))
                  for k in METRICS}
         return state, means
@@ -202,27 +198,22 @@ def _sample_batch(cfg: Config) -> int:
 def build_program(cfg: Config, n_train: int) -> GANProgram:
     """The (cached) :class:`GANProgram` for this config's shape."""
     backend = jax.default_backend()
-    key = _shape_key(cfg, n_train, backend)
-    program = _PROGRAMS.get(key)
-    if program is not None:
-        _PROGRAMS.move_to_end(key)
-        return program
-    g, conv, shape = cfg.gan, _conv(cfg, backend), image_shape(cfg)
-    steps = n_train // (cfg.train.batch_size * g.n_critic)
-    gan = GAN(
-        Generator(g.generator.kind, width=g.generator.width, depth=g.generator.depth,
-                  norm=g.generator.norm, image=shape, conv=conv),
-        Discriminator(g.discriminator.kind, width=g.discriminator.width,
-                      depth=g.discriminator.depth, conv=conv),
-        optim.make(g.g_optim, steps, cfg.train.epochs), optim.make(g.d_optim, steps,
-                                                                   cfg.train.epochs),
-        latent=g.latent, loss=g.loss, n_critic=g.n_critic)
-    program = GANProgram(gan, shape, n_train, cfg.train.batch_size, cfg.train.steps_per_call,
-                         _sample_batch(cfg))
-    _PROGRAMS[key] = program
-    while len(_PROGRAMS) > MAX_CACHED_PROGRAMS:
-        _PROGRAMS.popitem(last=False)
-    return program
+
+    def build() -> GANProgram:
+        g, conv, shape = cfg.gan, conv_impl(cfg.gan, backend), image_shape(cfg)
+        steps = n_train // (cfg.train.batch_size * g.n_critic)
+        gan = GAN(
+            Generator(g.generator.kind, width=g.generator.width, depth=g.generator.depth,
+                      norm=g.generator.norm, image=shape, conv=conv),
+            Discriminator(g.discriminator.kind, width=g.discriminator.width,
+                          depth=g.discriminator.depth, conv=conv),
+            optim.make(g.g_optim, steps, cfg.train.epochs),
+            optim.make(g.d_optim, steps, cfg.train.epochs),
+            latent=g.latent, loss=g.loss, n_critic=g.n_critic)
+        return GANProgram(gan, shape, n_train, cfg.train.batch_size, cfg.train.steps_per_call,
+                          _sample_batch(cfg))
+
+    return _PROGRAMS.get(_shape_key(cfg, n_train, backend), build)
 
 
 def new_state(cfg: Config, program: GANProgram) -> GANState:
@@ -239,13 +230,8 @@ def new_state(cfg: Config, program: GANProgram) -> GANState:
 
 def _latents(cfg: Config, purpose: int, n: int) -> np.ndarray:
     """Fixed latents of the run: ``purpose`` 0 scores, 1 grids."""
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), 3), purpose)
+    key = jax.random.fold_in(run_keys(cfg.seed)["latents"], purpose)
     return np.asarray(jax.random.normal(key, (n, cfg.gan.latent)))
-
-
-def _images(split: data_lib.Split) -> np.ndarray:
-    """``[n, 28, 28]`` in [0, 1] -> ``[n, 28, 28, 1]`` in [-1, 1]."""
-    return (np.asarray(split.x, np.float32) * 2.0 - 1.0)[..., None]
 
 
 class GANJob:
@@ -271,9 +257,10 @@ class GANJob:
         self.cfg = cfg
         # Pixels / 255, then [-1, 1] (the generator's tanh range).
         dataset = data_lib.load(dataclasses.replace(cfg.data, normalize="unit"), cfg.seed)
-        self.splits = {"train": _images(dataset.train), "test": _images(dataset.test)}
+        self.splits = {"train": signed_images(dataset.train.x),
+                       "test": signed_images(dataset.test.x)}
         if dataset.val is not None:
-            self.splits["val"] = _images(dataset.val)
+            self.splits["val"] = signed_images(dataset.val.x)
         self.images = jnp.asarray(self.splits["train"])
         self.program = build_program(cfg, len(self.splits["train"]))
         self.steps_per_epoch = self.program.steps_per_epoch
@@ -299,7 +286,7 @@ class GANJob:
         return {"steps_per_epoch": self.program.steps_per_epoch,
                 "steps_per_call": self.program.steps_per_call,
                 "images": "pixels / 127.5 - 1, in [-1, 1]",
-                "scorer": str(self.scorer.run_dir)}
+                "scorer": str(self.scorer.run_dir.resolve())}
 
     def prepare(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -319,6 +306,8 @@ class GANJob:
     def reference(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Feature mean and covariance of a split's real images (the
         training split: its first ``gan.eval_samples``)."""
+        if split == "test" and self.scorer.real_test.shape == self.splits["test"].shape:
+            return self.scorer.real_stats          # the same images, computed once
         if split not in self._reference:
             images = self.splits[split]
             if split == "train":
@@ -398,24 +387,44 @@ def sample_grid(run_dir: str | Path, n: int = 64, *, seed: int = 0, which: str =
     cfg, program, state, _ = _restore(run_dir, which)
     z = jax.random.normal(jax.random.key(seed), (n, cfg.gan.latent))
     path = Path(out) if out is not None else Path(run_dir) / f"sample-{which}-seed{seed}.png"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot write {path}: {e.strerror}") from None
     return save_image_grid(program.sample(state, z), path)
 
 
+def recorded_scorer(run_dir: str | Path) -> Path | None:
+    """The scorer directory a GAN run recorded in its ``run.json`` (None if
+    it recorded none)."""
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        return None
+    recorded = json.loads(path.read_text()).get("scorer")
+    return Path(recorded) if recorded else None
+
+
 def evaluate(run_dir: str | Path, which: str = "best", splits: tuple[str, ...] = ("test",),
-             *, data_dir: str | None = None) -> dict[str, Any]:
+             *, data_dir: str | None = None,
+             log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+             ) -> dict[str, Any]:
     """Quality scores of a GAN run's checkpoint against each split's real
-    images: ``{"epoch": ..., "test": {"frechet", "confident", "class_entropy"}}``."""
+    images, with the scorer the run recorded: ``{"epoch": ..., "test":
+    {"frechet", "confident", "class_entropy"}}``."""
     from jaxdl import experiment
 
     cfg = experiment.run_config(run_dir)
     if data_dir is not None:
         cfg = cfg.replace({"data.dir": data_dir})
     _, _, state, epoch = _restore(run_dir, which)
-    # The scorer the run was scored with (another scorer gives other numbers).
-    recorded = json.loads((Path(run_dir) / "run.json").read_text()).get("scorer") \
-        if (Path(run_dir) / "run.json").exists() else None
-    job = GANJob(cfg, log=lambda s: None,
-                 scorer=recorded if recorded and Path(recorded).exists() else None)
+    # The scorer the run was scored with: another one gives other numbers.
+    recorded = recorded_scorer(run_dir)
+    if recorded is not None and not recorded.exists():
+        log(f"jaxdl: warning: {run_dir} was scored with {recorded}, which is missing; these "
+            "scores come from the data directory's scorer and are not comparable with the "
+            "run's own")
+        recorded = None
+    job = GANJob(cfg, log=log, scorer=recorded)
     out: dict[str, Any] = {"epoch": epoch}
     for split in splits:
         if split not in job.splits:

@@ -78,10 +78,11 @@ class FitResult:
 
 
 def run_keys(seed: int) -> dict[str, jax.Array]:
-    """The run's random streams, split by purpose from the config seed."""
+    """The run's random streams, split by purpose from the config seed
+    (``latents``: a GAN's fixed scoring and grid latents)."""
     root = jax.random.key(seed)
     return {"init": jax.random.fold_in(root, 0), "dropout": jax.random.fold_in(root, 1),
-            "shuffle": jax.random.fold_in(root, 2)}
+            "shuffle": jax.random.fold_in(root, 2), "latents": jax.random.fold_in(root, 3)}
 
 
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
@@ -114,7 +115,8 @@ class Job(Protocol):
         """Metrics per evaluated split (``{"val": {...}}``; ``{}`` for none)."""
 
     def after_epoch(self, epoch: int, state: Any) -> None:
-        """Per-epoch artifacts (a GAN's sample grid); after the evaluation."""
+        """Per-epoch extras (a GAN's sample grid), after the checkpoint; an
+        exception here is logged, not raised."""
 
 
 def fit(cfg: Config, job: Job, state: Any, *, loop: LoopState | None = None,
@@ -174,7 +176,6 @@ def fit(cfg: Config, job: Job, state: Any, *, loop: LoopState | None = None,
                       f"last good checkpoint: epoch {last}")
             break
 
-        job.after_epoch(epoch, state)
         value = metrics[tc.monitor]
         is_best = _improved(value, loop.best_value, monitor_mode(tc), tc.min_delta)
         if is_best:
@@ -198,6 +199,11 @@ def fit(cfg: Config, job: Job, state: Any, *, loop: LoopState | None = None,
         if checkpointer is not None and (is_best or last_epoch
                                          or epoch % cfg.checkpoint.every == 0):
             checkpointer.save(epoch, state, loop.to_meta(), metrics, is_best=is_best)
+        try:
+            job.after_epoch(epoch, state)
+        except Exception as e:  # noqa: BLE001 - an extra must not cost the run
+            log(f"warning: epoch {epoch}'s extras (sample grid) not written: "
+                f"{type(e).__name__}: {e}")
         if not progress:
             log(f"epoch {epoch}/{tc.epochs}  {_fmt(metrics)}")
         if stop_early or stop_asked:

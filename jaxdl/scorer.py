@@ -44,7 +44,7 @@ import numpy as np
 
 from jaxdl import config as config_lib
 from jaxdl.algorithms.gan import class_statistics, frechet_distance, gaussian_stats
-from jaxdl.data import download
+from jaxdl.data import download, signed_images
 from jaxdl.errors import CheckpointError
 from jaxdl.metrics import write_json
 from jaxdl.models.layers import activation
@@ -206,5 +206,5 @@ def open_scorer(path: str | Path, data_dir: str | None = None) -> Scorer:
     if not (path / "summary.json").exists():
         raise CheckpointError(f"{path} holds no finished scorer")
     restored = experiment.restore(path, data_dir=str(download.default_data_dir(data_dir)))
-    test = np.asarray(restored.dataset.test.x, np.float32)       # [n, 28, 28] in [0, 1]
-    return Scorer(path, restored.model, restored.params, (test * 2.0 - 1.0)[..., None])
+    return Scorer(path, restored.model, restored.params,
+                  signed_images(restored.dataset.test.x))     # normalize: unit -> [-1, 1]

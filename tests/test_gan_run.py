@@ -29,9 +29,10 @@ def tiny(data_dir, kind="mlp", **overrides) -> config.Config:
         "data": {"name": "mnist", "dir": str(data_dir), "train_limit": 1536,
                  "val_fraction": 0.1},
         "train": {"epochs": 2, "batch_size": 64, "progress": False},
-        "gan": {"generator": {"kind": kind, "width": 32 if kind == "mlp" else 8, "depth": 1},
+        "gan": {"generator": {"kind": kind, "width": 32 if kind == "mlp" else 8,
+                              **({"depth": 1} if kind == "mlp" else {})},
                 "discriminator": {"kind": kind, "width": 32 if kind == "mlp" else 8,
-                                  "depth": 1},
+                                  **({"depth": 1} if kind == "mlp" else {})},
                 "g_optim": {"learning_rate": 1e-3}, "d_optim": {"learning_rate": 1e-3},
                 "eval_samples": 300, "grid_size": 16},
     }
@@ -60,12 +61,20 @@ def test_gan_config_defaults_dump_and_fingerprint():
                        ("gan.generator.width", 32), ("gan.n_critic", 2), ("seed", 1)]:
         assert config.fingerprint(cfg.replace({key: value})) != fp, key
     # A supervised config's dump and fingerprint do not mention the GAN.
-    sup = config.from_dict({})
-    assert "gan" not in yaml.safe_load(config.dump(sup))
-    assert "algorithm" not in config.dump(sup).split("data:")[1]
+    sup = yaml.safe_load(config.dump(config.from_dict({})))
+    assert "gan" not in sup and sup["algorithm"] == "supervised"
     assert config.monitor_direction("val_class_entropy") == "max"
     assert config.monitor_direction("val_confident") == "max"
     assert config.monitor_direction("val_frechet") == "min"
+
+
+def test_fingerprints_of_existing_configs_are_unchanged():
+    """Run directories, sweep studies and the cached scorer are found by
+    fingerprint: the GAN fields must not move a supervised config's."""
+    from jaxdl import scorer
+
+    assert config.fingerprint(config.from_dict({})) == "248e025848d15b1e"
+    assert scorer.scorer_dir("mnist").name == "mnist-88defe75dfae1aa7"
 
 
 def test_shipped_gan_configs_load():
@@ -103,6 +112,10 @@ def test_shipped_gan_configs_load():
     ({"data": {"train_limit": 100}, "train": {"batch_size": 64}, "gan": {"n_critic": 2}},
      "train.batch_size: 64 x gan.n_critic 2 real images per step is more than the 100"),
     ({"algorithm": "diffusion"}, "algorithm: must be one of supervised, gan"),
+    ({"data": {"normalize": "unit"}}, "data.normalize: not used by a GAN"),
+    ({"gan": {"generator": {"depth": 3}}},
+     "gan.generator.depth: a conv generator has a fixed depth"),
+    ({"data": {"val_fraction": 1e-5}}, "the Frechet distance needs at least 2"),
 ])
 def test_bad_gan_config_is_one_clear_error(tree, message):
     full = {"algorithm": "gan", **tree}
@@ -260,6 +273,10 @@ def test_sweep_searches_gan_learning_rates_and_widths(tmp_path, gan_data_dir):
         "study_dir": str(tmp_path / "study"),
     })
     assert spec.metric == "val_frechet" and spec.direction == "minimize"
+    # Trials must share how the objective is estimated.
+    with pytest.raises(ConfigError, match="space.gan.eval_samples: set by the sweep itself"):
+        sweep.from_dict({**spec.to_dict(), "space": {
+            "gan.eval_samples": {"type": "categorical", "choices": [100, 1000]}}})
     assert format_params({"gan.g_optim.learning_rate": 2e-4, "gan.d_optim.learning_rate": 4e-4,
                           "train.batch_size": 64}) == (
         "g_optim.lr=0.0002 d_optim.lr=0.0004 batch=64")
@@ -270,3 +287,59 @@ def test_sweep_searches_gan_learning_rates_and_widths(tmp_path, gan_data_dir):
     summary = json.loads((Path(best.user_attrs["run_dir"]) / "summary.json").read_text())
     assert best.value == pytest.approx(summary["best"]["val"]["frechet"])
     assert all(len(t.intermediate_values) >= 1 for t in done)
+
+
+def test_progress_reaches_the_listener_during_the_epoch(gan_data_dir):
+    cfg = tiny(gan_data_dir)
+    job = gan_run.GANJob(cfg, log=lambda s: None)
+    state = job.new_state()
+    job.compile(state, progress=True)
+    calls = []
+    state, means = job.train_epoch(state, 1, lambda done, m: calls.append((done, dict(m))))
+    steps = job.steps_per_epoch
+    assert steps == 1536 // 64 and job.program.progress_every == 1 and len(calls) == steps
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and calls[-1][0] == steps
+    assert list(calls[-1][1]) == ["d_loss", "g_loss", "d_real", "d_fake"]
+    assert list(means) == ["d_loss", "g_loss", "d_real", "d_fake"]
+
+
+def test_chunked_epochs_hinge_n_critic_and_no_validation(tmp_path, gan_data_dir):
+    """steps_per_call cuts the epoch into calls (with a shorter tail) and gives
+    the numbers of the whole-epoch scan; n_critic 2 and the hinge loss run;
+    without a validation split the run monitors a train loss and is still
+    scored on the test images."""
+    cfg = tiny(gan_data_dir, **{"data.val_fraction": 0, "train.monitor": "train_g_loss",
+                                "gan.n_critic": 2, "gan.loss": "hinge",
+                                "train.batch_size": 32})
+    whole = jaxdl.run(cfg, workdir=tmp_path / "whole", quiet=True)
+    chunked = jaxdl.run(cfg.replace({"train.steps_per_call": 7}), workdir=tmp_path / "chunks",
+                        quiet=True)
+    assert json.loads((tmp_path / "chunks" / "run.json").read_text())["steps_per_call"] == 7
+    assert whole.summary["epochs"] == 2 and 1536 // 64 == 24   # 24 steps: 3 calls of 7 + 3
+    for split in ("train", "test"):
+        for k, v in whole.summary["final"][split].items():
+            assert chunked.summary["final"][split][k] == pytest.approx(v, rel=1e-5), (split, k)
+    assert "val" not in whole.summary["final"] and whole.summary["best_epoch"] in (1, 2)
+    out = jaxdl_cli("eval", tmp_path / "whole", "--split", "val", check=False)
+    assert out.returncode == 2 and "no 'val' split" in out.stderr
+
+
+def test_another_learning_rate_compiles_nothing(tmp_path, gan_data_dir):
+    cfg = tiny(gan_data_dir, **{"train.epochs": 1, "gan.eval_samples": 200})
+    jaxdl.run(cfg, workdir=tmp_path / "a", quiet=True)
+    b = jaxdl.run(cfg.replace({"gan.g_optim.learning_rate": 3e-4, "seed": 5}),
+                  workdir=tmp_path / "b", quiet=True)
+    assert b.summary["compile_seconds"] == 0.0
+
+
+def test_resume_keeps_the_recorded_scorer(tmp_path, gan_data_dir):
+    cfg = tiny(gan_data_dir, **{"train.epochs": 1})
+    run = tmp_path / "run"
+    jaxdl.run(cfg, workdir=run, quiet=True)
+    recorded = gan_run.recorded_scorer(run)
+    assert recorded.is_absolute() and recorded.exists()
+    (run / "summary.json").unlink()                   # as if killed before the end
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "scorer": str(tmp_path / "gone")}))
+    with pytest.raises(CheckpointError, match="was scored with the scorer in .*gone.*missing"):
+        jaxdl.run(cfg, workdir=run, resume=True, quiet=True)

@@ -29,7 +29,7 @@ from jaxdl.data import download, idx, synthetic, text
 from jaxdl.data.pipeline import Normalizer, Split, fit_normalizer, seeded_rng, split_off
 from jaxdl.data.text import Vocab
 
-__all__ = ["Dataset", "Normalizer", "Split", "TASKS", "Vocab", "load"]
+__all__ = ["Dataset", "Normalizer", "Split", "TASKS", "Vocab", "load", "signed_images"]
 
 TASKS = ("classification", "binary", "regression")
 
@@ -120,6 +120,12 @@ def _idx_arrays(name: str, data_dir: Path) -> dict[str, np.ndarray]:
     _IDX_CACHE.clear()
     _IDX_CACHE[(name, str(folder.resolve()), _file_stamp(folder))] = arrays
     return arrays
+
+
+def signed_images(x: np.ndarray) -> np.ndarray:
+    """Images ``[n, H, W]`` in [0, 1] (``normalize: unit``) as ``[n, H, W, 1]``
+    float32 in [-1, 1], the range of a GAN generator's ``tanh``."""
+    return (np.asarray(x, np.float32) * 2.0 - 1.0)[..., None]
 
 
 def load(cfg: DataConfig, seed: int = 0) -> Dataset:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 
-from jaxdl.config import ModelConfig
+from jaxdl.config import GANConfig, ModelConfig
 from jaxdl.models.cnn import CNN
 from jaxdl.models.layers import ACTIVATIONS, Conv2D, Dropout
 from jaxdl.models.mlp import MLP
@@ -27,9 +27,10 @@ def mlp_widths(cfg: ModelConfig) -> tuple[int, ...]:
     return tuple(cfg.widths) if cfg.widths is not None else (cfg.width,) * cfg.depth
 
 
-def conv_impl(cfg: ModelConfig, backend: str | None = None) -> str:
-    """The convolution lowering for a backend: ``auto`` is im2col on CPU
-    (measured faster there, benchmarks/engine_modes.py) and XLA's own
+def conv_impl(cfg: ModelConfig | GANConfig, backend: str | None = None) -> str:
+    """The convolution lowering of a config section's ``conv`` for a backend:
+    ``auto`` is im2col on CPU (measured faster there: benchmarks/engine_modes.py
+    for the CNN, benchmarks/gan_step.py for the GAN) and XLA's own
     convolution elsewhere (cuDNN / TPU convolutions)."""
     if cfg.conv != "auto":
         return cfg.conv

@@ -260,25 +260,13 @@ def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
 # ------------------------------------------------------------------ display
 
 
-def _short(key: str) -> str:
-    name = key.rsplit(".", 1)[-1]
-    return {"learning_rate": "lr", "batch_size": "batch", "weight_decay": "wd"}.get(name, name)
-
-
 def format_params(params: dict[str, Any]) -> str:
     """``lr=0.003 batch=64``; a short name two keys share keeps its section
     (``g_optim.lr=0.0002 d_optim.lr=0.0004``)."""
-    shorts = {k: _short(k) for k in params}
-    taken = list(shorts.values())
-    parts = []
-    for k, v in params.items():
-        if isinstance(v, float):
-            v = f"{v:.3g}"
-        name = shorts[k]
-        if taken.count(name) > 1 and "." in k:
-            name = f"{k.split('.')[-2]}.{name}"
-        parts.append(f"{name}={v}")
-    return " ".join(parts)
+    names = space_lib.short_names(
+        list(params), {"learning_rate": "lr", "batch_size": "batch", "weight_decay": "wd"})
+    return " ".join(f"{names[k]}={f'{v:.3g}' if isinstance(v, float) else v}"
+                    for k, v in params.items())
 
 
 def _fmt(v: Any) -> str:

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from jaxdl.errors import ConfigError
 from jaxdl.metrics import write_jsonl
+from jaxdl.sweep import space as space_lib
 from jaxdl.sweep import storage as storage_lib
 
 __all__ = ["PLOTS", "counts", "load_study", "rank", "report", "table"]
@@ -138,8 +139,8 @@ def table(study: optuna.Study, top: int | None = 20,
     keys: list[str] = []
     for t in trials:
         keys += [k for k in t.params if k not in keys]
-    head = ["rank", "trial", "state", "value", "epochs"] + [k.rsplit(".", 1)[-1] for k in keys] \
-        + ["seconds"]
+    names = space_lib.short_names(keys)
+    head = ["rank", "trial", "state", "value", "epochs"] + [names[k] for k in keys] + ["seconds"]
     rows = []
     for i, t in enumerate(trials[:top] if top else trials, 1):
         v = t.value if t.state == TrialState.COMPLETE else _last_value(t)

@@ -26,7 +26,7 @@ from typing import Any
 
 import optuna
 
-__all__ = ["Param", "decode_params", "distributions", "grid", "parse", "suggest"]
+__all__ = ["Param", "decode_params", "distributions", "grid", "parse", "short_names", "suggest"]
 
 KINDS = ("float", "int", "categorical")
 _KEYS = {
@@ -237,3 +237,16 @@ def grid(space: Sequence[Param]) -> tuple[dict[str, list[Any]], list[str]]:
             vals = [p.low + i * p.step for i in range(n)]
             out[p.key] = [int(v) for v in vals] if p.kind == "int" else vals
     return out, problems
+
+
+def short_names(keys: Sequence[str], abbreviations: Mapping[str, str] | None = None
+                ) -> dict[str, str]:
+    """Display names of dotted keys: the last part (through
+    ``abbreviations``), with the part before it kept where two keys would
+    share a name (``gan.g_optim.learning_rate`` -> ``g_optim.learning_rate``
+    beside ``gan.d_optim.learning_rate``)."""
+    abbreviations = abbreviations or {}
+    short = {k: abbreviations.get(k.rsplit(".", 1)[-1], k.rsplit(".", 1)[-1]) for k in keys}
+    names = list(short.values())
+    return {k: f"{k.split('.')[-2]}.{n}" if names.count(n) > 1 and "." in k else n
+            for k, n in short.items()}

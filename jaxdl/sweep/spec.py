@@ -55,7 +55,9 @@ __all__ = ["BudgetConfig", "HeartbeatConfig", "ObjectiveConfig", "PrunerConfig",
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "qmc")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 # Keys a search space may not touch: they are the sweep's own business.
-_RESERVED = ("name", "train.monitor", "train.mode", "train.progress", "data.dir")
+# (A GAN's eval_samples sets how its objective is estimated: trials must share it.)
+_RESERVED = ("name", "algorithm", "train.monitor", "train.mode", "train.progress", "data.dir",
+             "gan.eval_samples", "gan.grid_every", "gan.grid_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +69,9 @@ class ObjectiveConfig(_Section):
     metric: str | None = _field(
         None, "metric to optimize, <split>_<metric> with split val or train "
         "(null: the base config's train.monitor)")
-    direction: str = _field("auto", "maximize | minimize | auto (maximize accuracy, minimize "
-                            "loss)", choices=("auto", "maximize", "minimize"))
+    direction: str = _field("auto", "maximize | minimize | auto (maximize accuracy and a GAN's "
+                            "confident / class_entropy, minimize losses and frechet)",
+                            choices=("auto", "maximize", "minimize"))
     value: str = _field("best", "a trial's value: its best epoch or its last",
                         choices=("best", "last"))
 
