@@ -67,6 +67,9 @@ def main(argv=None) -> int:
     if s["status"] != "completed":
         emit("status", s["status"], "", reason=s["reason"])
         return 1
+    if "test" not in s.get("baselines", {}):
+        emit("status", "no baselines", "", warnings=s.get("warnings"))
+        return 1
     floor, ceiling = (s["baselines"]["test"][k] for k in ("frechet_real", "frechet_untrained"))
     emit("frechet_floor", round(floor, 3), "", split="test")
     emit("frechet_ceiling", round(ceiling, 3), "", split="test")

@@ -329,7 +329,7 @@ class GeneratorConfig(_Section):
                        "upsampling + 3x3 convolution twice)", choices=GAN_NETWORKS)
     width: int = _field(64, "mlp: units per hidden layer; conv: channels at 7x7 (half at "
                         "14x14, a quarter at 28x28)", lo=1, hi=65_536)
-    depth: int = _field(2, "mlp: hidden layers (conv: unused)", lo=1, hi=64)
+    depth: int = _field(2, "mlp: hidden layers (conv: a fixed depth; leave it unset)", lo=1, hi=64)
     norm: str = _field("batch", "batch normalisation after each hidden layer, or none",
                        choices=("batch", "none"))
 
@@ -345,7 +345,7 @@ class DiscriminatorConfig(_Section):
                        "twice, then a linear logit)", choices=GAN_NETWORKS)
     width: int = _field(64, "mlp: units per hidden layer; conv: channels of the second block "
                         "(the first has half)", lo=1, hi=65_536)
-    depth: int = _field(2, "mlp: hidden layers (conv: unused)", lo=1, hi=64)
+    depth: int = _field(2, "mlp: hidden layers (conv: a fixed depth; leave it unset)", lo=1, hi=64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -369,9 +369,10 @@ class _DiscriminatorOptimConfig(GANOptimConfig):
 @dataclasses.dataclass(frozen=True)
 class GANConfig(_Section):
     """A generative adversarial network (``algorithm: gan``) on an image set
-    (``data.name``; images scaled to [-1, 1], ``data.normalize`` unused). The
-    top-level ``model`` and ``optim`` sections are not used: each player has
-    its own network and optimizer here."""
+    (``data.name``; images always scaled to [-1, 1], so ``data.normalize``
+    must stay unset). The top-level ``model``, ``optim`` and ``sample``
+    sections are not used (a setting there is an error): each player has its
+    own network and optimizer here."""
 
     _key: ClassVar[str] = "gan."
 
@@ -881,6 +882,9 @@ def _gan_problems(cfg: Config) -> list[str]:
     if cfg.data.normalize != DataConfig.normalize:
         problems.append(f"data.normalize: not used by a GAN (its images are always scaled to "
                         f"[-1, 1]), got {cfg.data.normalize!r}")
+    if cfg.gan.conv != GANConfig.conv and "conv" not in (cfg.gan.generator.kind,
+                                                         cfg.gan.discriminator.kind):
+        problems.append(f"gan.conv: not used by mlp players, got {cfg.gan.conv!r}")
     for player in ("generator", "discriminator"):
         net = getattr(cfg.gan, player)
         if net.kind == "conv" and net.depth != type(net).depth:

@@ -282,12 +282,8 @@ def make_job(cfg: Config, log=print, *, resume_dir: Path | None = None):
     if cfg.algorithm == "gan":
         from jaxdl import gan_run
 
-        scorer = gan_run.recorded_scorer(resume_dir) if resume_dir is not None else None
-        if scorer is not None and not scorer.exists():
-            raise CheckpointError(
-                f"{resume_dir} was scored with the scorer in {scorer}, which is missing; "
-                "resuming with another scorer would compare the scores of two classifiers. "
-                "Restore that directory, or train into a new --workdir")
+        scorer = (gan_run.run_scorer(resume_dir, cfg, log, strict=True)
+                  if resume_dir is not None else None)
         return gan_run.GANJob(cfg, log=log, scorer=scorer)
     return SupervisedJob(cfg)
 
@@ -363,6 +359,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
             ckpt.wait()
 
     loop = result.loop
+    warnings = list(result.warnings)   # extras that failed; the run's record says so
     final = _by_split(loop.last_metrics)
     best = _by_split(loop.best_metrics)
     if result.status != "diverged":
@@ -381,14 +378,16 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         try:
             job.artifacts(use_state, run_dir, log)
         except Exception as e:  # noqa: BLE001 - an extra must not cost the run's record
-            log(f"warning: samples/plots not written: {type(e).__name__}: {e}")
+            warnings.append(f"samples/plots not written: {type(e).__name__}: {e}")
+            log(f"warning: {warnings[-1]}")
     rows = read_metrics(run_dir / "metrics.jsonl")
     if rows:
         plot_curves(rows, run_dir / "curves.png", title=f"{cfg.name} ({result.status})")
     try:
         baselines = job.baselines()
     except Exception as e:  # noqa: BLE001 - a reference must not cost the run's record
-        log(f"warning: baselines not computed: {type(e).__name__}: {e}")
+        warnings.append(f"baselines not computed: {type(e).__name__}: {e}")
+        log(f"warning: {warnings[-1]}")
         baselines = {}
     wall = time.perf_counter() - t_start
     compile_s = job.compile_seconds - compile_before
@@ -411,6 +410,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         "seconds_per_epoch": round(loop.train_seconds / max(1, loop.epoch), 4),
         "steps_per_second": round(loop.steps / max(loop.train_seconds, 1e-9), 2),
         "run_dir": str(run_dir),
+        **({"warnings": warnings} if warnings else {}),
     }
     write_json(run_dir / "summary.json", summary)
     log(one_line(summary))

@@ -12,7 +12,7 @@ A GAN run trains :class:`jaxdl.algorithms.gan.GAN` (networks from
   images: ``val_frechet`` (Frechet distance of the scorer's features; the
   monitored metric by default, so the best checkpoint is the lowest),
   ``val_confident`` and ``val_class_entropy``;
-* every ``gan.grid_every`` epochs ``samples/epoch_NNNN.png`` shows
+* every ``gan.grid_every`` epochs (and after the last) ``samples/epoch_NNNN.png`` shows
   ``gan.grid_size`` samples of one fixed latent batch, so progress can be
   watched; ``samples.png`` is the best checkpoint's grid;
 * ``summary.json`` adds the best and final checkpoints' scores against the
@@ -20,8 +20,9 @@ A GAN run trains :class:`jaxdl.algorithms.gan.GAN` (networks from
   ``frechet_real`` (real training images, the floor) and
   ``frechet_untrained`` (the untrained generator, the ceiling).
 
-The scorer (an MNIST MLP trained by jaxdl) is trained on first use and
-cached under ``<data dir>/scorers/``.
+The scorer (an MLP classifier trained by jaxdl on the run's dataset) is
+trained on first use and cached under ``<data dir>/scorers/``; a run records
+it in ``run.json`` and keeps scoring with it (:func:`run_scorer`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import numpy as np
 from jaxdl import config as config_lib
 from jaxdl import data as data_lib
 from jaxdl import optim
+from jaxdl import scorer as scorer_lib
 from jaxdl.algorithms.gan import GAN, GANState, class_statistics, frechet_distance, gaussian_stats
 from jaxdl.compilation_cache import BuiltByShape, Programs
 from jaxdl.config import Config
@@ -52,7 +54,7 @@ from jaxdl.models import conv_impl
 from jaxdl.models.gan import Discriminator, Generator
 
 __all__ = ["GANJob", "GANProgram", "build_program", "evaluate", "image_shape", "recorded_scorer",
-           "sample_grid"]
+           "run_scorer", "sample_grid"]
 
 # Compiled programs by shape (bounded, as experiment's engines).
 _PROGRAMS = BuiltByShape()
@@ -250,8 +252,6 @@ class GANJob:
 
     def __init__(self, cfg: Config, log: Callable[[str], None] = print,
                  scorer: str | Path | None = None):
-        from jaxdl import scorer as scorer_lib
-
         if cfg.algorithm != "gan":
             raise ConfigError(f"algorithm: a GAN job needs algorithm gan, got {cfg.algorithm!r}")
         self.cfg = cfg
@@ -306,7 +306,7 @@ class GANJob:
     def reference(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Feature mean and covariance of a split's real images (the
         training split: its first ``gan.eval_samples``)."""
-        if split == "test" and self.scorer.real_test.shape == self.splits["test"].shape:
+        if split == "test" and self.scorer.dataset == self.cfg.data.name:
             return self.scorer.real_stats          # the same images, computed once
         if split not in self._reference:
             images = self.splits[split]
@@ -396,12 +396,51 @@ def sample_grid(run_dir: str | Path, n: int = 64, *, seed: int = 0, which: str =
 
 def recorded_scorer(run_dir: str | Path) -> Path | None:
     """The scorer directory a GAN run recorded in its ``run.json`` (None if
-    it recorded none)."""
+    it recorded none).
+
+    Raises:
+      CheckpointError: ``run.json`` is not valid JSON.
+    """
     path = Path(run_dir) / "run.json"
     if not path.exists():
         return None
-    recorded = json.loads(path.read_text()).get("scorer")
+    try:
+        recorded = json.loads(path.read_text()).get("scorer")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise CheckpointError(f"{path} is not a valid run record ({e})") from None
     return Path(recorded) if recorded else None
+
+
+def run_scorer(run_dir: str | Path, cfg: Config, log: Callable[[str], None], *,
+               strict: bool) -> Path | None:
+    """The scorer to keep scoring a GAN run with: the one it recorded, or,
+    when that directory is gone (the run or the data directory moved), the
+    one cached from the same scorer config (same fingerprint, same directory
+    name) in this config's data directory. None: the run recorded none (use
+    the default).
+
+    Raises:
+      CheckpointError: with ``strict``, when neither exists (scores from
+        another scorer are not comparable); without, that is logged and
+        None returned.
+    """
+    recorded = recorded_scorer(run_dir)
+    if recorded is None or recorded.exists():
+        return recorded
+    here = scorer_lib.scorer_dir(cfg.data.name, cfg.data.dir)
+    if here.name == recorded.name and (here / "summary.json").exists():
+        log(f"the run's scorer {recorded} is missing; using {here}, cached from the same "
+            "scorer config")
+        return here
+    msg = (f"{run_dir} was scored with the scorer in {recorded}, which is missing, and "
+           f"{here} is another scorer or none")
+    if strict:
+        raise CheckpointError(f"{msg}; continuing with another scorer would compare the scores "
+                              "of two classifiers. Restore that directory, or train into a new "
+                              "--workdir")
+    log(f"jaxdl: warning: {msg}; these scores come from the data directory's scorer and are "
+        "not comparable with the run's own")
+    return None
 
 
 def evaluate(run_dir: str | Path, which: str = "best", splits: tuple[str, ...] = ("test",),
@@ -409,8 +448,9 @@ def evaluate(run_dir: str | Path, which: str = "best", splits: tuple[str, ...] =
              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
              ) -> dict[str, Any]:
     """Quality scores of a GAN run's checkpoint against each split's real
-    images, with the scorer the run recorded: ``{"epoch": ..., "test":
-    {"frechet", "confident", "class_entropy"}}``."""
+    images, with the scorer the run recorded (:func:`run_scorer`; when it is
+    gone, the data directory's, with a warning through ``log``): ``{"epoch":
+    ..., "test": {"frechet", "confident", "class_entropy"}}``."""
     from jaxdl import experiment
 
     cfg = experiment.run_config(run_dir)
@@ -418,13 +458,7 @@ def evaluate(run_dir: str | Path, which: str = "best", splits: tuple[str, ...] =
         cfg = cfg.replace({"data.dir": data_dir})
     _, _, state, epoch = _restore(run_dir, which)
     # The scorer the run was scored with: another one gives other numbers.
-    recorded = recorded_scorer(run_dir)
-    if recorded is not None and not recorded.exists():
-        log(f"jaxdl: warning: {run_dir} was scored with {recorded}, which is missing; these "
-            "scores come from the data directory's scorer and are not comparable with the "
-            "run's own")
-        recorded = None
-    job = GANJob(cfg, log=log, scorer=recorded)
+    job = GANJob(cfg, log=log, scorer=run_scorer(run_dir, cfg, log, strict=False))
     out: dict[str, Any] = {"epoch": epoch}
     for split in splits:
         if split not in job.splits:

@@ -68,6 +68,7 @@ class FitResult:
       status: ``completed``, ``early_stopped``, ``diverged`` or ``stopped``
         (by the reporter).
       reason: one line saying why the run ended.
+      warnings: extras that failed without stopping the run (also logged).
     """
 
     state: Any
@@ -75,6 +76,7 @@ class FitResult:
     loop: LoopState
     status: str
     reason: str
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_keys(seed: int) -> dict[str, jax.Array]:
@@ -141,6 +143,7 @@ def fit(cfg: Config, job: Job, state: Any, *, loop: LoopState | None = None,
     if loop.status is not None:   # resumed from the checkpoint where it stopped
         return FitResult(state, None, loop, loop.status, loop.reason or loop.status)
     status, reason = "completed", f"trained {tc.epochs} epochs"
+    warnings: list[str] = []
     # Compile before the clock and the progress bar start.
     job.compile(state, progress=progress)
     for epoch in range(loop.epoch + 1, tc.epochs + 1):
@@ -202,13 +205,14 @@ def fit(cfg: Config, job: Job, state: Any, *, loop: LoopState | None = None,
         try:
             job.after_epoch(epoch, state)
         except Exception as e:  # noqa: BLE001 - an extra must not cost the run
-            log(f"warning: epoch {epoch}'s extras (sample grid) not written: "
-                f"{type(e).__name__}: {e}")
+            warnings.append(f"epoch {epoch}'s extras (sample grid) not written: "
+                            f"{type(e).__name__}: {e}")
+            log(f"warning: {warnings[-1]}")
         if not progress:
             log(f"epoch {epoch}/{tc.epochs}  {_fmt(metrics)}")
         if stop_early or stop_asked:
             break
-    return FitResult(state, best_state, loop, status, reason)
+    return FitResult(state, best_state, loop, status, reason, warnings)
 
 
 def _fmt(metrics: Mapping[str, float]) -> str:

@@ -96,12 +96,14 @@ class Scorer:
       run_dir: the scorer's run directory.
       model, params: the Flax MLP and its parameters.
       real_test: the real test images, ``[n, 28, 28, 1]`` in [-1, 1].
+      dataset: the dataset it classifies (``mnist``, ``fashion_mnist``).
     """
 
     run_dir: Path
     model: nn.Module
     params: Any
     real_test: np.ndarray
+    dataset: str = "mnist"
 
     @cached_property
     def _apply(self):
@@ -207,4 +209,5 @@ def open_scorer(path: str | Path, data_dir: str | None = None) -> Scorer:
         raise CheckpointError(f"{path} holds no finished scorer")
     restored = experiment.restore(path, data_dir=str(download.default_data_dir(data_dir)))
     return Scorer(path, restored.model, restored.params,
-                  signed_images(restored.dataset.test.x))     # normalize: unit -> [-1, 1]
+                  signed_images(restored.dataset.test.x),     # normalize: unit -> [-1, 1]
+                  restored.config.data.name)

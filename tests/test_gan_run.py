@@ -77,6 +77,21 @@ def test_fingerprints_of_existing_configs_are_unchanged():
     assert scorer.scorer_dir("mnist").name == "mnist-88defe75dfae1aa7"
 
 
+def test_nested_keys_leave_the_fingerprint_and_name_apart_in_sweeps():
+    from jaxdl.sweep.space import short_names
+
+    tree = {"gan": {"g_optim": {"learning_rate": 1.0, "b1": 0.5}}, "seed": 0}
+    config._pop_dotted(tree, "gan.g_optim.b1", only_if=0.9)         # not equal: kept
+    config._pop_dotted(tree, "gan.d_optim.b1")                        # absent: no error
+    assert tree["gan"]["g_optim"] == {"learning_rate": 1.0, "b1": 0.5}
+    config._pop_dotted(tree, "gan.g_optim.b1", only_if=0.5)
+    assert tree["gan"]["g_optim"] == {"learning_rate": 1.0}
+    assert short_names(["gan.g_optim.learning_rate", "gan.d_optim.learning_rate",
+                        "train.batch_size"]) == {
+        "gan.g_optim.learning_rate": "g_optim.learning_rate",
+        "gan.d_optim.learning_rate": "d_optim.learning_rate", "train.batch_size": "batch_size"}
+
+
 def test_shipped_gan_configs_load():
     conv = config.load(REPO / "experiments" / "mnist_gan.yaml")
     mlp = config.load(REPO / "experiments" / "mnist_gan_mlp.yaml")
@@ -116,6 +131,8 @@ def test_shipped_gan_configs_load():
     ({"gan": {"generator": {"depth": 3}}},
      "gan.generator.depth: a conv generator has a fixed depth"),
     ({"data": {"val_fraction": 1e-5}}, "the Frechet distance needs at least 2"),
+    ({"gan": {"conv": "xla", "generator": {"kind": "mlp"}, "discriminator": {"kind": "mlp"}}},
+     "gan.conv: not used by mlp players"),
 ])
 def test_bad_gan_config_is_one_clear_error(tree, message):
     full = {"algorithm": "gan", **tree}
@@ -274,7 +291,8 @@ def test_sweep_searches_gan_learning_rates_and_widths(tmp_path, gan_data_dir):
     })
     assert spec.metric == "val_frechet" and spec.direction == "minimize"
     # Trials must share how the objective is estimated.
-    with pytest.raises(ConfigError, match="space.gan.eval_samples: set by the sweep itself"):
+    with pytest.raises(ConfigError, match="space.gan.eval_samples: sets how the objective is "
+                       "estimated"):
         sweep.from_dict({**spec.to_dict(), "space": {
             "gan.eval_samples": {"type": "categorical", "choices": [100, 1000]}}})
     assert format_params({"gan.g_optim.learning_rate": 2e-4, "gan.d_optim.learning_rate": 4e-4,
@@ -315,7 +333,8 @@ def test_chunked_epochs_hinge_n_critic_and_no_validation(tmp_path, gan_data_dir)
     chunked = jaxdl.run(cfg.replace({"train.steps_per_call": 7}), workdir=tmp_path / "chunks",
                         quiet=True)
     assert json.loads((tmp_path / "chunks" / "run.json").read_text())["steps_per_call"] == 7
-    assert whole.summary["epochs"] == 2 and 1536 // 64 == 24   # 24 steps: 3 calls of 7 + 3
+    # 24 steps an epoch: 3 calls of 7 steps and one of 3.
+    assert json.loads((tmp_path / "whole" / "run.json").read_text())["steps_per_epoch"] == 24
     for split in ("train", "test"):
         for k, v in whole.summary["final"][split].items():
             assert chunked.summary["final"][split][k] == pytest.approx(v, rel=1e-5), (split, k)
@@ -343,3 +362,33 @@ def test_resume_keeps_the_recorded_scorer(tmp_path, gan_data_dir):
     (run / "run.json").write_text(json.dumps({**info, "scorer": str(tmp_path / "gone")}))
     with pytest.raises(CheckpointError, match="was scored with the scorer in .*gone.*missing"):
         jaxdl.run(cfg, workdir=run, resume=True, quiet=True)
+    out = jaxdl_cli("eval", run, "--json")                # scores, with a warning
+    assert "warning" in out.stderr and "not comparable" in out.stderr
+    assert set(json.loads(out.stdout)["test"]) == {"frechet", "confident", "class_entropy"}
+    # Moved, but the same scorer config is cached in this data directory:
+    # the resume scores with that copy.
+    moved = tmp_path / "elsewhere" / recorded.name
+    (run / "run.json").write_text(json.dumps({**info, "scorer": str(moved)}))
+    r = jaxdl.run(cfg, workdir=run, resume=True, quiet=True)
+    assert r.status == "completed"
+
+
+def test_a_failing_grid_is_a_warning_not_a_lost_run(tmp_path, gan_data_dir, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(gan_run, "save_image_grid", broken)
+    r = jaxdl.run(tiny(gan_data_dir, **{"train.epochs": 1}), workdir=tmp_path / "run",
+                  quiet=True)
+    assert r.status == "completed" and r.summary["best"]["test"]["frechet"] > 0
+    assert (tmp_path / "run" / "checkpoints" / "1").is_dir()
+    assert any("sample grid" in w and "disk full" in w for w in r.summary["warnings"])
+    assert any("samples/plots not written" in w for w in r.summary["warnings"])
+
+
+def test_gan_sample_options_on_another_run_are_an_error(tmp_path):
+    from tests.helpers import spiral_cfg
+
+    jaxdl.run(spiral_cfg(**{"train.epochs": 1}), workdir=tmp_path / "run", quiet=True)
+    out = jaxdl_cli("sample", tmp_path / "run", "--n", "4", check=False)
+    assert out.returncode == 2 and "--n and --out are for GAN runs" in out.stderr

@@ -55,9 +55,16 @@ __all__ = ["BudgetConfig", "HeartbeatConfig", "ObjectiveConfig", "PrunerConfig",
 SAMPLERS = ("tpe", "random", "cmaes", "grid", "qmc")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 # Keys a search space may not touch: they are the sweep's own business.
-# (A GAN's eval_samples sets how its objective is estimated: trials must share it.)
-_RESERVED = ("name", "algorithm", "train.monitor", "train.mode", "train.progress", "data.dir",
-             "gan.eval_samples", "gan.grid_every", "gan.grid_size")
+_SET_BY_SWEEP = "set by the sweep itself and cannot be searched"
+_RESERVED = {
+    **dict.fromkeys(("name", "train.monitor", "train.mode", "train.progress", "data.dir"),
+                    _SET_BY_SWEEP),
+    "algorithm": "trials of one study train the same algorithm; set it in base",
+    "gan.eval_samples": "sets how the objective is estimated, which trials must share; set "
+                        "it in base or set",
+    **dict.fromkeys(("gan.grid_every", "gan.grid_size"),
+                    "changes only the sample grids, no trained number; set it in base or set"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,7 +399,7 @@ def from_dict(tree: Any, source: str = "<dict>", base_dir: str | Path | None = "
         for key, sub in space_tree.items():
             key = str(key)
             if key in _RESERVED:
-                problems.append(f"space.{key}: set by the sweep itself and cannot be searched")
+                problems.append(f"space.{key}: {_RESERVED[key]}")
                 continue
             missing = _set_dotted({}, key, 0)
             if missing and "no such key" in missing[0]:
