@@ -7,6 +7,9 @@
 
     gan = jaxdl.run(jaxdl.config.load("experiments/mnist_gan.yaml"))   # algorithm: gan
     jaxdl.gan_run.sample_grid(gan.run_dir, 64)                          # a PNG grid
+
+    ppo = jaxdl.run(jaxdl.config.load("experiments/cartpole_ppo.yaml"))  # algorithm: ppo
+    jaxdl.evaluate(ppo.run_dir, episodes=100)                           # greedy returns
 """
 
 from jaxdl import allocator, config, data, gan_run, generate, losses, models, optim

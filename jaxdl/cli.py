@@ -2,7 +2,7 @@
 library function.
 
     jaxdl train CONFIG [--set key=value ...] [--workdir DIR] [--resume]
-    jaxdl eval RUN_DIR [--which best|latest] [--split test ...]
+    jaxdl eval RUN_DIR [--which best|latest] [--split test ...] [--episodes N] (RL: greedy)
     jaxdl sample RUN_DIR [--n N] [--out PNG]          (GAN runs: an image grid)
     jaxdl sample RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K]
     jaxdl sweep SWEEP [--trials N] [--timeout S] [--storage URL] [--study NAME]
@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--split", action="append", choices=("train", "val", "test"),
                    help="split(s) to evaluate (default: test)")
     e.add_argument("--data-dir", help="data directory, if not the one the run used")
+    e.add_argument("--episodes", type=_positive,
+                   help="RL runs: greedy episodes per agent (default rl.test_episodes)")
+    e.add_argument("--seed", type=int, default=0, help="RL runs: the episodes' seed")
     e.add_argument("--json", action="store_true", help="print JSON")
 
     s = sub.add_parser("sample", help="generate from a run's checkpoint: a PNG grid of "
@@ -122,12 +125,36 @@ def _sweep_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+def _algorithm(args: argparse.Namespace) -> str | None:
+    """The algorithm the command will run (None when unknown or unreadable:
+    the command itself then reports the problem)."""
+    from jaxdl import config, experiment
+    from jaxdl.errors import JaxdlError
+
+    try:
+        if args.command == "train":
+            return config.load(args.config, args.overrides).algorithm
+        if args.command == "sweep":
+            from jaxdl.sweep import spec
+
+            return spec.load(args.spec).base.algorithm
+        if args.command in ("eval", "sample"):
+            return experiment.run_config(args.run_dir).algorithm
+    except (JaxdlError, OSError):
+        return None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from jaxdl import allocator, compilation_cache, config, experiment
     from jaxdl.errors import JaxdlError
 
-    allocator.reuse_freed_memory()   # before JAX's CPU backend starts
+    if _algorithm(args) not in config.RL_ALGORITHMS:
+        # Before JAX's CPU backend starts. Not for RL runs: the one-arena
+        # setting made the seed-vmapped PPO program ~1.6x slower
+        # (benchmarks/ppo_cartpole.py --reuse-freed-memory).
+        allocator.reuse_freed_memory()
 
     if args.command not in ("sweep", "report"):   # a sweep caches in its study directory
         compilation_cache.enable()
@@ -178,11 +205,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "eval":
             out = experiment.evaluate(args.run_dir, args.which, tuple(args.split or ["test"]),
-                                      data_dir=args.data_dir)
+                                      data_dir=args.data_dir, episodes=args.episodes,
+                                      seed=args.seed)
             if args.json:
                 print(json.dumps(out))
             else:
                 for split, metrics in out.items():
+                    if split == "agents":
+                        print("agents' mean returns: "
+                              + " ".join(f"{v:.1f}" for v in metrics))
+                        continue
                     if split == "epoch":
                         continue
                     vals = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())

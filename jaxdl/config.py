@@ -38,6 +38,11 @@ from jaxdl.errors import ConfigError
 __all__ = [
     "ACTIVATIONS",
     "ALGORITHMS",
+    "DQNConfig",
+    "GYMNAX_ENVIRONMENTS",
+    "PPOConfig",
+    "RL_ALGORITHMS",
+    "RLConfig",
     "GAN_LOSSES",
     "GAN_METRICS",
     "GANConfig",
@@ -71,6 +76,7 @@ __all__ = [
     "load",
     "monitor_direction",
     "monitor_mode",
+    "rl_updates",
     "read_yaml",
     "split_sizes",
     "to_dict",
@@ -89,8 +95,25 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu", "identity
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
 LOSSES = ("auto", "cross_entropy", "bce", "mse")
-# What `jaxdl.run` trains: a model on (input, target) pairs, or a GAN.
-ALGORITHMS = ("supervised", "gan")
+# What `jaxdl.run` trains: a model on (input, target) pairs, a GAN, or a
+# reinforcement-learning agent on a gymnax environment.
+RL_ALGORITHMS = ("ppo", "dqn")
+ALGORITHMS = ("supervised", "gan") + RL_ALGORITHMS
+# gymnax 1.0.1's registered environments, named here so that a config is
+# checked without importing gymnax (which starts JAX's backends); a test
+# compares the list with gymnax.registered_envs.
+GYMNAX_ENVIRONMENTS = (
+    "CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0",
+    "Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar", "Seaquest-MinAtar",
+    "SpaceInvaders-MinAtar", "Catch-bsuite", "DeepSea-bsuite", "MemoryChain-bsuite",
+    "UmbrellaChain-bsuite", "DiscountingChain-bsuite", "MNISTBandit-bsuite",
+    "SimpleBandit-bsuite", "FourRooms-misc", "MetaMaze-misc", "PointRobot-misc",
+    "BernoulliBandit-misc", "GaussianBandit-misc", "Reacher-misc", "Swimmer-misc", "Pong-misc",
+    "FrozenLake-misc")
+# RL metrics by split: the training rollouts' finished episodes (stochastic
+# policy), and the greedy policy's fresh episodes after each chunk (val) and
+# at the end (test).
+RL_METRICS = {"train": ("return", "length"), "val": ("return", "length")}
 GAN_LOSSES = ("non_saturating", "least_squares", "hinge")
 GAN_NETWORKS = ("mlp", "conv")
 # GAN metrics by split: train losses per epoch; sample quality at each
@@ -98,7 +121,7 @@ GAN_NETWORKS = ("mlp", "conv")
 GAN_METRICS = {"train": ("d_loss", "g_loss", "d_real", "d_fake"),
                "val": ("frechet", "confident", "class_entropy")}
 # Metrics for which higher is better (train.mode auto, sweep direction auto).
-HIGHER_IS_BETTER = ("accuracy", "confident", "class_entropy")
+HIGHER_IS_BETTER = ("accuracy", "confident", "class_entropy", "return")
 # What each dataset asks of a model, and what fits each task.
 DATASET_TASKS = {"mnist": "classification", "fashion_mnist": "classification",
                  **{name: "binary" for name in PLAYGROUND_DATASETS}, "linear": "regression",
@@ -121,7 +144,15 @@ NOT_FINGERPRINTED = ("data.dir", "train.progress", "sample.prompt", "sample.leng
                      "sample.temperatures", "sample.top_k", "gan.grid_every", "gan.grid_size")
 # Sections an algorithm does not read: left out of its fingerprint (and must
 # stay at their defaults, so that a setting there is not silently ignored).
-UNUSED_SECTIONS = {"supervised": ("gan",), "gan": ("model", "optim", "sample")}
+_RL_SECTIONS = ("rl",) + RL_ALGORITHMS
+UNUSED_SECTIONS = {
+    "supervised": ("gan",) + _RL_SECTIONS,
+    "gan": ("model", "optim", "sample") + _RL_SECTIONS,
+    **{name: ("data", "model", "optim", "sample", "gan")
+       + tuple(other for other in RL_ALGORITHMS if other != name) for name in RL_ALGORITHMS},
+}
+# train fields an RL run does not read (it has no dataset or batches).
+RL_UNUSED_TRAIN = ("batch_size", "eval_batch_size", "loss", "l2", "steps_per_call")
 # Fields added after the first release: left out of the fingerprint while at
 # these defaults, so configs written before them keep their identity (their
 # run directories and sweep studies stay where they were).
@@ -398,6 +429,98 @@ class GANConfig(_Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class RLConfig(_Section):
+    """A reinforcement-learning run (``algorithm: ppo`` or ``dqn``): the
+    environment, the agents and how they are evaluated. The run is cut into
+    ``train.epochs`` chunks of updates; each chunk is one compiled call and
+    ends with a greedy evaluation, a metrics row and a checkpoint."""
+
+    _key: ClassVar[str] = "rl."
+
+    env: str = _field("CartPole-v1", "gymnax environment name", choices=GYMNAX_ENVIRONMENTS)
+    seeds: int = _field(1, "independent agents trained side by side in one vmapped program "
+                        "(agent i's randomness is seed folded with i)", lo=1, hi=4096)
+    total_steps: int = _field(500_000, "environment steps per agent, over all its "
+                              "environments (rounded down to whole updates)", lo=1)
+    num_envs: int = _field(4, "environments each agent steps together (vmapped)", lo=1,
+                           hi=1_000_000)
+    gamma: float = _field(0.99, "discount factor", lo=0.0, hi=1.0)
+    width: int = _field(64, "units per hidden layer of each network", lo=1, hi=65_536)
+    depth: int = _field(2, "hidden layers of each network", lo=1, hi=64)
+    activation: str = _field("auto", "hidden activation (auto: tanh for ppo, relu for dqn)",
+                             choices=("auto",) + ACTIVATIONS)
+    normalize_obs: bool = _field(
+        False, "normalise observations by running mean and variance (updated while "
+        "training, frozen for evaluation; saved in the checkpoint)")
+    reward_scale: float = _field(1.0, "rewards are multiplied by this for learning (returns "
+                                 "are reported unscaled)", lo=0.0, lo_open=True)
+    eval_episodes: int = _field(
+        32, "greedy episodes per agent after each chunk (val_return; 0: none, monitor "
+        "train_return)", lo=0, hi=100_000)
+    test_episodes: int = _field(100, "greedy episodes per agent at the end (test_return)",
+                                lo=1, hi=100_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig(_Section):
+    """Proximal policy optimisation (``algorithm: ppo``); defaults: the
+    CleanRL / PureJaxRL CartPole values. The numbers (learning rate,
+    coefficients, clip range, lambda) are data in the compiled run: changing
+    them never recompiles."""
+
+    _key: ClassVar[str] = "ppo."
+
+    num_steps: int = _field(128, "rollout steps per environment per update", lo=1,
+                            hi=1_000_000)
+    update_epochs: int = _field(4, "passes over each rollout", lo=1, hi=1000)
+    num_minibatches: int = _field(4, "minibatches per pass (must divide num_envs x "
+                                  "num_steps)", lo=1, hi=1_000_000)
+    learning_rate: float = _field(2.5e-4, "Adam learning rate", lo=0.0, lo_open=True)
+    anneal_lr: bool = _field(True, "decay the learning rate linearly to 0 over the run")
+    gae_lambda: float = _field(0.95, "GAE lambda", lo=0.0, hi=1.0)
+    clip_eps: float = _field(0.2, "clip range of the probability ratio", lo=0.0, lo_open=True)
+    clip_value: bool = _field(True, "clip the value update to clip_eps around the old value")
+    vf_coef: float = _field(0.5, "value loss coefficient", lo=0.0)
+    ent_coef: float = _field(0.01, "entropy bonus coefficient", lo=0.0)
+    max_grad_norm: float = _field(0.5, "clip gradients to this global norm", lo=0.0,
+                                  lo_open=True)
+    normalize_advantages: bool = _field(True, "standardise advantages per minibatch")
+    shared: bool = _field(False, "one torso for the policy and value heads (else two)")
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig(_Section):
+    """Deep Q-learning (``algorithm: dqn``) with a replay buffer held as
+    fixed-size arrays, a target network and a linear epsilon schedule; the
+    numbers are data in the compiled run (changing them never recompiles)."""
+
+    _key: ClassVar[str] = "dqn."
+
+    learning_rate: float = _field(2.5e-4, "Adam learning rate", lo=0.0, lo_open=True)
+    buffer_size: int = _field(10_000, "transitions the replay buffer holds (oldest "
+                              "replaced first)", lo=1, hi=100_000_000)
+    batch_size: int = _field(128, "transitions per gradient step", lo=1, hi=1_000_000)
+    learning_starts: int = _field(10_000, "environment steps before the first gradient step",
+                                  lo=0)
+    train_every: int = _field(1, "updates (each: one step of every environment) between "
+                              "gradient steps", lo=1)
+    target_every: int = _field(500, "environment steps between target-network updates",
+                               lo=1)
+    tau: float = _field(1.0, "target update: target <- tau x online + (1 - tau) x target",
+                        lo=0.0, hi=1.0, lo_open=True)
+    epsilon_start: float = _field(1.0, "exploration rate at the start", lo=0.0, hi=1.0)
+    epsilon_end: float = _field(0.05, "exploration rate after the decay", lo=0.0, hi=1.0)
+    epsilon_fraction: float = _field(0.5, "fraction of total_steps over which epsilon decays "
+                                     "linearly", lo=0.0, hi=1.0, lo_open=True)
+    double: bool = _field(True, "double DQN: the online network picks the next action, the "
+                          "target network values it")
+    loss: str = _field("mse", "TD-error loss (huber: smooth L1; with Adam it let the Q-values "
+                       "diverge on CartPole where mse did not)", choices=("mse", "huber"))
+    max_grad_norm: float = _field(10.0, "clip gradients to this global norm", lo=0.0,
+                                  lo_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config(_Section):
     """A whole experiment. Build with :func:`load` or :func:`from_dict`."""
 
@@ -405,7 +528,9 @@ class Config(_Section):
     seed: int = _field(0, "root of all randomness: init, dropout, shuffling, splits", lo=0,
                        hi=2**32 - 1)
     algorithm: str = _field("supervised", "what is trained: supervised (model on inputs and "
-                            "targets) or gan (the gan section)", choices=ALGORITHMS)
+                            "targets), gan (the gan section), or an agent on a gymnax "
+                            "environment: ppo or dqn (the rl section and the algorithm's own)",
+                            choices=ALGORITHMS)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
@@ -413,6 +538,9 @@ class Config(_Section):
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
     gan: GANConfig = dataclasses.field(default_factory=GANConfig)
+    rl: RLConfig = dataclasses.field(default_factory=RLConfig)
+    ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    dqn: DQNConfig = dataclasses.field(default_factory=DQNConfig)
 
     def __post_init__(self):
         super().__post_init__()
@@ -586,6 +714,9 @@ def _used(cfg: Config) -> dict[str, Any]:
     tree = to_dict(cfg)
     for section in UNUSED_SECTIONS[cfg.algorithm]:
         del tree[section]
+    if cfg.algorithm in RL_ALGORITHMS:
+        for name in RL_UNUSED_TRAIN:
+            del tree["train"][name]
     return tree
 
 
@@ -825,7 +956,10 @@ def split_sizes(data: DataConfig) -> dict[str, int]:
 
 def default_monitor(cfg: Config) -> str:
     """What ``train.monitor: auto`` stands for: ``val_frechet`` for a GAN,
-    ``val_loss`` otherwise."""
+    ``val_return`` for an RL agent (``train_return`` without evaluation
+    episodes), ``val_loss`` otherwise."""
+    if cfg.algorithm in RL_ALGORITHMS:
+        return "val_return" if cfg.rl.eval_episodes > 0 else "train_return"
     return "val_frechet" if cfg.algorithm == "gan" else "val_loss"
 
 
@@ -837,6 +971,9 @@ def _monitor_problems(cfg: Config) -> list[str]:
     if cfg.algorithm == "gan":
         what = "a GAN"
         valid = {"train": ("d_loss", "g_loss"), "val": GAN_METRICS["val"]}.get(split, ())
+    elif cfg.algorithm in RL_ALGORITHMS:
+        what = f"an RL agent ({cfg.algorithm})"
+        valid = ("return",)
     else:
         task = DATASET_TASKS[cfg.data.name]
         what = f"{cfg.data.name} ({task})"
@@ -850,6 +987,11 @@ def _monitor_problems(cfg: Config) -> list[str]:
     if cfg.train.mode != "auto" and cfg.train.mode != monitor_direction(monitor):
         return [f"train.mode: {cfg.train.mode!r} would treat a worse {metric} as better for "
                 f"{monitor!r}; use auto (or {monitor_direction(monitor)})"]
+    if cfg.algorithm in RL_ALGORITHMS:
+        if split == "val" and cfg.rl.eval_episodes == 0:
+            return [f"train.monitor: {monitor!r} needs evaluation episodes but "
+                    "rl.eval_episodes is 0; monitor train_return or set rl.eval_episodes > 0"]
+        return []
     if split == "val" and cfg.data.val_fraction == 0.0:
         return [f"train.monitor: {monitor!r} needs a validation split but data.val_fraction "
                 f"is 0; monitor train_{'loss' if cfg.algorithm != 'gan' else 'g_loss'} or set "
@@ -862,7 +1004,10 @@ def _unused_section_problems(cfg: Config) -> list[str]:
     silently ignored)."""
     problems = []
     hint = {"gan": "set gan.generator, gan.discriminator, gan.g_optim or gan.d_optim instead",
-            "supervised": "the gan section is read only with algorithm: gan"}[cfg.algorithm]
+            "supervised": "the gan, rl, ppo and dqn sections are read only with their "
+                          "algorithms",
+            **{name: f"an RL run reads the rl and {name} sections (and train, checkpoint)"
+               for name in RL_ALGORITHMS}}[cfg.algorithm]
     for section in UNUSED_SECTIONS[cfg.algorithm]:
         value = getattr(cfg, section)
         default = flatten(to_dict(type(value)()))
@@ -899,9 +1044,58 @@ def _gan_problems(cfg: Config) -> list[str]:
     return problems
 
 
+def _rl_problems(cfg: Config) -> list[str]:
+    problems = []
+    for name in RL_UNUSED_TRAIN:
+        value = getattr(cfg.train, name)
+        if value != getattr(TrainConfig, name):
+            problems.append(f"train.{name}: not used by an RL run (it has no dataset; see "
+                            f"the {cfg.algorithm} section), got {value!r}")
+    rl = cfg.rl
+    if cfg.algorithm == "ppo":
+        batch = rl.num_envs * cfg.ppo.num_steps
+        if batch % cfg.ppo.num_minibatches:
+            problems.append(f"ppo.num_minibatches: {cfg.ppo.num_minibatches} does not divide "
+                            f"the {batch} steps of an update (rl.num_envs {rl.num_envs} x "
+                            f"ppo.num_steps {cfg.ppo.num_steps})")
+        per_update = batch
+    else:
+        d = cfg.dqn
+        per_update = rl.num_envs
+        if d.batch_size > d.buffer_size:
+            problems.append(f"dqn.batch_size: {d.batch_size} is more than the "
+                            f"{d.buffer_size} transitions dqn.buffer_size holds")
+        if d.epsilon_end > d.epsilon_start:
+            problems.append(f"dqn.epsilon_end: {d.epsilon_end} is above epsilon_start "
+                            f"{d.epsilon_start}; epsilon decays")
+        if d.learning_starts >= rl.total_steps:
+            problems.append(f"dqn.learning_starts: {d.learning_starts} leaves no learning in "
+                            f"rl.total_steps {rl.total_steps}")
+        if rl.num_envs > d.buffer_size:
+            problems.append(f"rl.num_envs: {rl.num_envs} transitions per step do not fit the "
+                            f"{d.buffer_size} of dqn.buffer_size")
+    updates = rl.total_steps // per_update
+    if updates < cfg.train.epochs:
+        problems.append(
+            f"rl.total_steps: {rl.total_steps} makes {updates} updates of {per_update} "
+            f"environment steps, fewer than train.epochs {cfg.train.epochs} (the chunks "
+            "the run is cut into); raise total_steps or lower train.epochs")
+    return problems
+
+
+def rl_updates(cfg: Config) -> tuple[int, int]:
+    """``(updates, env_steps_per_update)`` of an RL run's agent: PPO's
+    update is one rollout of ``num_envs x num_steps`` steps; DQN's is one
+    step of every environment."""
+    per_update = cfg.rl.num_envs * (cfg.ppo.num_steps if cfg.algorithm == "ppo" else 1)
+    return cfg.rl.total_steps // per_update, per_update
+
+
 def _cross_check(cfg: Config) -> list[str]:
     """Constraints that involve more than one field."""
     problems = _monitor_problems(cfg) + _unused_section_problems(cfg)
+    if cfg.algorithm in RL_ALGORITHMS:
+        return problems + _rl_problems(cfg)
     if cfg.algorithm == "gan":
         problems += _gan_problems(cfg)
         if problems:
@@ -981,10 +1175,14 @@ def _resolve_defaults(cfg: Config) -> None:
         unresolved["train.monitor"] = "auto"
         object.__setattr__(cfg, "train",
                            dataclasses.replace(cfg.train, monitor=default_monitor(cfg)))
-    if cfg.data.test_fraction is None:
+    if cfg.data.test_fraction is None and "data" not in UNUSED_SECTIONS[cfg.algorithm]:
         unresolved["data.test_fraction"] = None
         object.__setattr__(cfg, "data",
                            dataclasses.replace(cfg.data, test_fraction=test_fraction(cfg.data)))
+    if cfg.algorithm in RL_ALGORITHMS and cfg.rl.activation == "auto":
+        unresolved["rl.activation"] = "auto"
+        object.__setattr__(cfg, "rl", dataclasses.replace(
+            cfg.rl, activation="tanh" if cfg.algorithm == "ppo" else "relu"))
     if cfg.optim.clip_norm == "auto" and "optim" not in UNUSED_SECTIONS[cfg.algorithm]:
         unresolved["optim.clip_norm"] = "auto"
         clip = 1.0 if cfg.model.name in RECURRENT_MODELS else None

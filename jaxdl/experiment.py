@@ -279,6 +279,10 @@ def make_job(cfg: Config, log=print, *, resume_dir: Path | None = None):
     Raises:
       CheckpointError: a resumed GAN run's scorer is missing.
     """
+    if cfg.algorithm in config_lib.RL_ALGORITHMS:
+        from jaxdl import rl_run
+
+        return rl_run.RLJob(cfg, log=log)
     if cfg.algorithm == "gan":
         from jaxdl import gan_run
 
@@ -565,8 +569,10 @@ def restore(run_dir: str | Path, which: str = "best", *,
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     if cfg.algorithm != "supervised":
-        raise ConfigError(f"{run_dir} is a {cfg.algorithm} run; read it back with "
-                          f"jaxdl.gan_run (sample_grid, evaluate)", str(run_dir))
+        how = ("jaxdl.gan_run (sample_grid, evaluate)" if cfg.algorithm == "gan"
+               else "jaxdl.rl_run.evaluate")
+        raise ConfigError(f"{run_dir} is a {cfg.algorithm} run; read it back with {how}",
+                          str(run_dir))
     if data_dir is not None:
         cfg = cfg.replace({"data.dir": data_dir})
     ckpt_dir = checkpoint_dir(run_dir, which)
@@ -578,15 +584,32 @@ def restore(run_dir: str | Path, which: str = "best", *,
 
 
 def evaluate(run_dir: str | Path, which: str = "best", splits: tuple[str, ...] = ("test",),
-             *, data_dir: str | None = None) -> dict[str, dict[str, float]]:
+             *, data_dir: str | None = None, episodes: int | None = None,
+             seed: int = 0) -> dict[str, dict[str, float]]:
     """Metrics of a run's best (or latest) checkpoint on the given splits.
 
+    Args:
+      episodes, seed: RL runs only: greedy episodes per agent (default the
+        config's ``rl.test_episodes``) and their randomness.
     Returns:
       ``{"test": {"loss": ..., "accuracy": ...}, ...}`` plus ``"epoch"`` (GAN
       runs: ``frechet``, ``confident``, ``class_entropy`` per split, see
-      :func:`jaxdl.gan_run.evaluate`).
+      :func:`jaxdl.gan_run.evaluate`; RL runs: ``{"test": {"return", ...},
+      "agents": [...]}``, see :func:`jaxdl.rl_run.evaluate`).
     """
-    if run_config(run_dir).algorithm == "gan":
+    cfg = run_config(run_dir)
+    if cfg.algorithm in config_lib.RL_ALGORITHMS:
+        from jaxdl import rl_run
+
+        if tuple(splits) != ("test",):
+            raise ConfigError("an RL run is evaluated on fresh episodes, not data splits; "
+                              "use --episodes N", str(run_dir))
+        return rl_run.evaluate(run_dir, which,
+                               cfg.rl.test_episodes if episodes is None else episodes, seed)
+    if episodes is not None:
+        raise ConfigError(f"--episodes is for RL runs; this is a {cfg.algorithm} run",
+                          str(run_dir))
+    if cfg.algorithm == "gan":
         from jaxdl import gan_run
 
         return gan_run.evaluate(run_dir, which, splits, data_dir=data_dir)

@@ -22,7 +22,7 @@ from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config, monitor_mode
 from jaxdl.metrics import MetricsWriter
 
-__all__ = ["FitResult", "Job", "LoopState", "Reporter", "fit", "run_keys"]
+__all__ = ["FitResult", "Job", "LoopState", "Reporter", "chunk_lengths", "fit", "run_keys"]
 
 Reporter = Callable[[int, Mapping[str, float]], bool]
 """``reporter(epoch, metrics) -> stop``: called after each evaluation with
@@ -87,6 +87,16 @@ def run_keys(seed: int) -> dict[str, jax.Array]:
             "shuffle": jax.random.fold_in(root, 2), "latents": jax.random.fold_in(root, 3)}
 
 
+def chunk_lengths(total: int, chunks: int) -> list[int]:
+    """``total`` split into ``chunks`` near-equal whole parts, the longer
+    first: 10 into 4 is ``[3, 3, 2, 2]``. At most two distinct lengths, so
+    a program compiled per length is compiled at most twice."""
+    if chunks < 1 or total < chunks:
+        raise ValueError(f"cannot split {total} into {chunks} non-empty chunks")
+    base, extra = divmod(total, chunks)
+    return [base + 1] * extra + [base] * (chunks - extra)
+
+
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
     if best is None:
         return True
@@ -98,7 +108,9 @@ class Job(Protocol):
     one shape (``jaxdl.experiment.SupervisedJob``, ``jaxdl.gan_run.GANJob``).
 
     Attributes:
-      steps_per_epoch: optimizer steps (GAN: generator updates) per epoch.
+      steps_per_epoch: optimizer steps (GAN: generator updates; RL:
+        environment steps per agent, with ``epoch_steps(epoch)`` where
+        chunks differ) per epoch.
       divergence_hint: what to try when a metric becomes NaN/Inf.
     """
 
@@ -147,7 +159,10 @@ def fit(cfg: Config, job: Job, state: Any, *, loop: LoopState | None = None,
     # Compile before the clock and the progress bar start.
     job.compile(state, progress=progress)
     for epoch in range(loop.epoch + 1, tc.epochs + 1):
-        bar = _progress_bar(epoch, tc.epochs, job.steps_per_epoch) if progress else None
+        # An RL run's chunks may differ by one update (RLJob.epoch_steps).
+        epoch_steps = (job.epoch_steps(epoch) if hasattr(job, "epoch_steps")
+                       else job.steps_per_epoch)
+        bar = _progress_bar(epoch, tc.epochs, epoch_steps) if progress else None
         t0 = time.perf_counter()
         state, train_m = job.train_epoch(
             state, epoch, _bar_updater(bar) if bar is not None else None)
@@ -158,7 +173,7 @@ def fit(cfg: Config, job: Job, state: Any, *, loop: LoopState | None = None,
             metrics.update({f"{split}_{k}": v for k, v in values.items()})
         loop.train_seconds += t1 - t0
         loop.eval_seconds += time.perf_counter() - t1
-        loop.steps += job.steps_per_epoch
+        loop.steps += epoch_steps
         loop.epoch = epoch
         loop.last_metrics = metrics
         if bar is not None:

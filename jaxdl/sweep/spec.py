@@ -64,6 +64,11 @@ _RESERVED = {
                         "it in base or set",
     **dict.fromkeys(("gan.grid_every", "gan.grid_size"),
                     "changes only the sample grids, no trained number; set it in base or set"),
+    **dict.fromkeys(("rl.eval_episodes", "rl.test_episodes"),
+                    "sets how the objective is estimated, which trials must share; set it in "
+                    "base or set"),
+    "rl.seeds": "a trial's value is the mean over its agents, which trials must share; set it "
+                "in base or set",
 }
 
 
@@ -76,8 +81,9 @@ class ObjectiveConfig(_Section):
     metric: str | None = _field(
         None, "metric to optimize, <split>_<metric> with split val or train "
         "(null: the base config's train.monitor)")
-    direction: str = _field("auto", "maximize | minimize | auto (maximize accuracy and a GAN's "
-                            "confident / class_entropy, minimize losses and frechet)",
+    direction: str = _field("auto", "maximize | minimize | auto (maximize accuracy, an RL "
+                            "return and a GAN's confident / class_entropy, minimize losses and "
+                            "frechet)",
                             choices=("auto", "maximize", "minimize"))
     value: str = _field("best", "a trial's value: its best epoch or its last",
                         choices=("best", "last"))
@@ -157,7 +163,8 @@ class HeartbeatConfig(_Section):
 
 _SECTIONS = {"objective": ObjectiveConfig, "sampler": SamplerConfig, "pruner": PrunerConfig,
              "budget": BudgetConfig, "heartbeat": HeartbeatConfig}
-_BASE_KEYS = ("seed", "algorithm", "data", "model", "optim", "train", "checkpoint", "gan")
+_BASE_KEYS = ("seed", "algorithm", "data", "model", "optim", "train", "checkpoint", "gan", "rl",
+              "ppo", "dqn")
 _TOP = ("name", "base", "set", "space", "objective", "sampler", "pruner", "budget", "storage",
         "study_dir", "workers", "keep_all", "heartbeat")
 
