@@ -1,7 +1,7 @@
 """``jaxdl`` command line: argument parsing only; each command calls one
 library function.
 
-    jaxdl train CONFIG [--set key=value ...] [--workdir DIR] [--resume]
+    jaxdl train CONFIG [--set key=value ...] [--workdir DIR] [--resume] [--seeds N] (RL)
     jaxdl eval RUN_DIR [--which best|latest] [--split test ...] [--episodes N] (RL: greedy)
     jaxdl sample RUN_DIR [--n N] [--out PNG]          (GAN runs: an image grid)
     jaxdl sample RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K]
@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="experiment YAML (see experiments/)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set optim.learning_rate=3e-4")
+    t.add_argument("--seeds", type=_positive,
+                   help="RL runs: agents trained side by side (the same as --set rl.seeds=N)")
     t.add_argument("--workdir", help="run directory (default runs/<name>-<fingerprint>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in the run directory from its latest checkpoint")
@@ -54,7 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", help="data directory, if not the one the run used")
     e.add_argument("--episodes", type=_positive,
                    help="RL runs: greedy episodes per agent (default rl.test_episodes)")
-    e.add_argument("--seed", type=int, default=0, help="RL runs: the episodes' seed")
+    e.add_argument("--seed", type=int, help="RL runs: the episodes' seed (default: the run's "
+                   "own test episodes, as in summary.json)")
+    e.add_argument("--render", metavar="GIF",
+                   help="RL runs: also write one greedy episode of an agent as an animated "
+                   "GIF (classic control needs pygame: pip install 'jaxdl[render]')")
+    e.add_argument("--agent", type=int, default=0, help="RL runs: the agent --render draws")
     e.add_argument("--json", action="store_true", help="print JSON")
 
     s = sub.add_parser("sample", help="generate from a run's checkpoint: a PNG grid of "
@@ -125,6 +132,10 @@ def _sweep_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+def _train_overrides(args: argparse.Namespace) -> list[str]:
+    return args.overrides + ([f"rl.seeds={args.seeds}"] if args.seeds is not None else [])
+
+
 def _algorithm(args: argparse.Namespace) -> str | None:
     """The algorithm the command will run (None when unknown or unreadable:
     the command itself then reports the problem)."""
@@ -133,7 +144,7 @@ def _algorithm(args: argparse.Namespace) -> str | None:
 
     try:
         if args.command == "train":
-            return config.load(args.config, args.overrides).algorithm
+            return config.load(args.config, _train_overrides(args)).algorithm
         if args.command == "sweep":
             from jaxdl.sweep import spec
 
@@ -174,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sweep.report(study, out, top=args.top or None)
             return EXIT_OK
         if args.command == "train":
-            cfg = config.load(args.config, args.overrides)
+            cfg = config.load(args.config, _train_overrides(args))
             progress = False if args.no_progress else (True if args.progress else None)
             result = experiment.run(cfg, workdir=args.workdir, resume=args.resume,
                                     progress=progress, quiet=args.quiet)
@@ -207,10 +218,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = experiment.evaluate(args.run_dir, args.which, tuple(args.split or ["test"]),
                                       data_dir=args.data_dir, episodes=args.episodes,
                                       seed=args.seed)
+            if args.render:
+                from jaxdl import rl_run
+
+                path, total = rl_run.render(args.run_dir, args.render, args.which,
+                                            agent=args.agent, seed=args.seed or 0)
+                out["render"] = {"path": str(path), "return": total}
             if args.json:
                 print(json.dumps(out))
             else:
                 for split, metrics in out.items():
+                    if split == "render":
+                        print(f"episode of agent {args.agent} (return {metrics['return']:.1f}): "
+                              f"{metrics['path']}")
+                        continue
                     if split == "agents":
                         print("agents' mean returns: "
                               + " ".join(f"{v:.1f}" for v in metrics))

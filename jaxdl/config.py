@@ -110,10 +110,6 @@ GYMNAX_ENVIRONMENTS = (
     "SimpleBandit-bsuite", "FourRooms-misc", "MetaMaze-misc", "PointRobot-misc",
     "BernoulliBandit-misc", "GaussianBandit-misc", "Reacher-misc", "Swimmer-misc", "Pong-misc",
     "FrozenLake-misc")
-# RL metrics by split: the training rollouts' finished episodes (stochastic
-# policy), and the greedy policy's fresh episodes after each chunk (val) and
-# at the end (test).
-RL_METRICS = {"train": ("return", "length"), "val": ("return", "length")}
 GAN_LOSSES = ("non_saturating", "least_squares", "hinge")
 GAN_NETWORKS = ("mlp", "conv")
 # GAN metrics by split: train losses per epoch; sample quality at each
@@ -441,7 +437,8 @@ class RLConfig(_Section):
     seeds: int = _field(1, "independent agents trained side by side in one vmapped program "
                         "(agent i's randomness is seed folded with i)", lo=1, hi=4096)
     total_steps: int = _field(500_000, "environment steps per agent, over all its "
-                              "environments (rounded down to whole updates)", lo=1)
+                              "environments (rounded down to whole updates)", lo=1,
+                              hi=2**31 - 1)
     num_envs: int = _field(4, "environments each agent steps together (vmapped)", lo=1,
                            hi=1_000_000)
     gamma: float = _field(0.99, "discount factor", lo=0.0, hi=1.0)
@@ -1068,9 +1065,17 @@ def _rl_problems(cfg: Config) -> list[str]:
         if d.epsilon_end > d.epsilon_start:
             problems.append(f"dqn.epsilon_end: {d.epsilon_end} is above epsilon_start "
                             f"{d.epsilon_start}; epsilon decays")
-        if d.learning_starts >= rl.total_steps:
+        steps = (rl.total_steps // rl.num_envs) * rl.num_envs     # what actually runs
+        if d.learning_starts >= steps:
             problems.append(f"dqn.learning_starts: {d.learning_starts} leaves no learning in "
-                            f"rl.total_steps {rl.total_steps}")
+                            f"the {steps} steps of rl.total_steps (whole updates of "
+                            f"{rl.num_envs} environments)")
+        if d.train_every > steps // rl.num_envs:
+            problems.append(f"dqn.train_every: {d.train_every} updates is more than the run's "
+                            f"{steps // rl.num_envs}; no gradient step would be taken")
+        if d.target_every > steps:
+            problems.append(f"dqn.target_every: {d.target_every} steps is more than the run's "
+                            f"{steps}; the target network would never move")
         if rl.num_envs > d.buffer_size:
             problems.append(f"rl.num_envs: {rl.num_envs} transitions per step do not fit the "
                             f"{d.buffer_size} of dqn.buffer_size")

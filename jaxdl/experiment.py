@@ -298,7 +298,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     """Train ``cfg`` and record everything in a run directory.
 
     Args:
-      cfg: the experiment (``algorithm: supervised`` or ``gan``).
+      cfg: the experiment (``algorithm: supervised``, ``gan``, ``ppo`` or ``dqn``).
       workdir: the run directory (default :func:`default_run_dir`).
       resume: continue from the latest checkpoint in ``workdir``.
       reporter: ``reporter(epoch, metrics) -> stop`` after each evaluation.
@@ -412,7 +412,9 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         "train_seconds": round(loop.train_seconds, 3),
         "eval_seconds": round(loop.eval_seconds, 3),
         "seconds_per_epoch": round(loop.train_seconds / max(1, loop.epoch), 4),
-        "steps_per_second": round(loop.steps / max(loop.train_seconds, 1e-9), 2),
+        # RL: environment steps of all agents (loop.steps counts one agent's).
+        "steps_per_second": round(loop.steps * getattr(job, "agents", 1)
+                                  / max(loop.train_seconds, 1e-9), 2),
         "run_dir": str(run_dir),
         **({"warnings": warnings} if warnings else {}),
     }
@@ -585,12 +587,13 @@ def restore(run_dir: str | Path, which: str = "best", *,
 
 def evaluate(run_dir: str | Path, which: str = "best", splits: tuple[str, ...] = ("test",),
              *, data_dir: str | None = None, episodes: int | None = None,
-             seed: int = 0) -> dict[str, dict[str, float]]:
+             seed: int | None = None) -> dict[str, dict[str, float]]:
     """Metrics of a run's best (or latest) checkpoint on the given splits.
 
     Args:
       episodes, seed: RL runs only: greedy episodes per agent (default the
-        config's ``rl.test_episodes``) and their randomness.
+        config's ``rl.test_episodes``) and their randomness (default: the
+        run's own test episodes).
     Returns:
       ``{"test": {"loss": ..., "accuracy": ...}, ...}`` plus ``"epoch"`` (GAN
       runs: ``frechet``, ``confident``, ``class_entropy`` per split, see
@@ -604,11 +607,13 @@ def evaluate(run_dir: str | Path, which: str = "best", splits: tuple[str, ...] =
         if tuple(splits) != ("test",):
             raise ConfigError("an RL run is evaluated on fresh episodes, not data splits; "
                               "use --episodes N", str(run_dir))
-        return rl_run.evaluate(run_dir, which,
-                               cfg.rl.test_episodes if episodes is None else episodes, seed)
-    if episodes is not None:
-        raise ConfigError(f"--episodes is for RL runs; this is a {cfg.algorithm} run",
-                          str(run_dir))
+        if data_dir is not None:
+            raise ConfigError("--data-dir: an RL run reads no dataset", str(run_dir))
+        return rl_run.evaluate(run_dir, which, episodes, seed)
+    for name, value in (("--episodes", episodes), ("--seed", seed)):
+        if value is not None:
+            raise ConfigError(f"{name} is for RL runs; this is a {cfg.algorithm} run",
+                              str(run_dir))
     if cfg.algorithm == "gan":
         from jaxdl import gan_run
 

@@ -194,13 +194,16 @@ def fit(cfg: Config, job: Job, state: Any, *, loop: LoopState | None = None,
                       f"last good checkpoint: epoch {last}")
             break
 
-        value = metrics[tc.monitor]
-        is_best = _improved(value, loop.best_value, monitor_mode(tc), tc.min_delta)
+        # An RL chunk in which no episode ended has no train_return yet:
+        # such an epoch neither improves nor counts against patience.
+        value = metrics.get(tc.monitor)
+        is_best = value is not None and _improved(value, loop.best_value, monitor_mode(tc),
+                                                  tc.min_delta)
         if is_best:
             loop.best_value, loop.best_epoch, loop.wait = value, epoch, 0
             loop.best_metrics = dict(metrics)
             best_state = jax.device_get(state)
-        else:
+        elif value is not None:
             loop.wait += 1
         stop_early = tc.patience is not None and loop.wait >= tc.patience
         stop_asked = reporter is not None and bool(reporter(epoch, dict(metrics)))

@@ -10,8 +10,10 @@ one compiled call, and ends with
 
 * a ``train`` metrics row: ``return`` and ``length`` of the episodes that
   ended during the chunk's rollouts (stochastic policy; mean over agents of
-  each agent's mean), the losses, ``steps_per_second`` (environment steps of
-  all agents per second of the chunk's call);
+  each agent's mean; an agent with no episode ending in the chunk counts
+  with its last chunk's value, and the two are left out until every agent
+  has one), ``episodes``, the losses, ``steps_per_second`` (environment
+  steps of all agents per second of the chunk's call);
 * a ``val`` row (with ``rl.eval_episodes`` > 0): the greedy policy on
   ``eval_episodes`` fresh episodes per agent, the same start states each
   time: ``return`` (mean over agents), ``return_std`` (over all episodes),
@@ -35,6 +37,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -51,7 +54,8 @@ from jaxdl.config import RL_ALGORITHMS, Config
 from jaxdl.errors import ConfigError
 from jaxdl.loop import chunk_lengths, run_keys
 
-__all__ = ["AgentProgram", "RLJob", "build_program", "evaluate", "make_agent"]
+__all__ = ["AgentProgram", "RLJob", "agent_keys", "build_program", "evaluate", "make_agent",
+           "plot_learning_curve", "read_learning_curve", "render", "restore", "test_key"]
 
 # Compiled agent programs by structure (bounded).
 _PROGRAMS = BuiltByShape()
@@ -63,16 +67,16 @@ def make_agent(cfg: Config):
     Raises:
       ConfigError: DQN on an environment with continuous actions.
     """
-    if cfg.algorithm == "ppo":
-        from jaxdl.rl.ppo import PPO
-
-        return PPO.from_config(cfg)
     from jaxdl.rl.dqn import DQN
+    from jaxdl.rl.ppo import PPO
 
+    cls = PPO if cfg.algorithm == "ppo" else DQN
     try:
-        return DQN.from_config(cfg)
+        return cls.from_config(cfg)
     except ValueError as e:
         raise ConfigError(f"rl.env: {e}", "<config>") from None
+    except OSError as e:   # an environment that fetches data (MNISTBandit-bsuite) offline
+        raise ConfigError(f"rl.env: cannot make {cfg.rl.env}: {e}", "<config>") from None
 
 
 def _structure_key(cfg: Config) -> tuple:
@@ -176,6 +180,12 @@ def build_program(cfg: Config) -> AgentProgram:
     return _PROGRAMS.get(_structure_key(cfg), lambda: AgentProgram(cfg))
 
 
+def test_key(cfg: Config) -> jax.Array:
+    """The key of a run's test episodes (``jaxdl eval`` without ``--seed``
+    plays the same episodes)."""
+    return jax.random.fold_in(jax.random.key(cfg.seed), 6)
+
+
 def agent_keys(cfg: Config) -> list[jax.Array]:
     """Agent ``i``'s key: the config seed's init key folded with ``i``."""
     init = run_keys(cfg.seed)["init"]
@@ -193,16 +203,26 @@ def _return_metrics(returns: np.ndarray, lengths: np.ndarray) -> dict[str, float
     return out
 
 
-def _chunk_metrics(m: dict[str, np.ndarray]) -> dict[str, float]:
-    """A chunk's train metrics from per-update arrays ``[agents, updates]``."""
+def _chunk_metrics(m: dict[str, np.ndarray], last: dict[str, np.ndarray]
+                   ) -> dict[str, float]:
+    """A chunk's train metrics from per-update arrays ``[agents, updates]``.
+
+    ``return`` and ``length``: each agent's mean over the episodes that
+    ended in the chunk, then the mean over agents. An agent none of whose
+    episodes ended in the chunk counts with its value from an earlier chunk
+    (``last``, updated here); while some agent has none yet, both are left
+    out.
+    """
     episodes = m["episodes"].astype(np.float64)
     out: dict[str, float] = {}
     per_agent = episodes.sum(axis=1)
-    if (per_agent > 0).all():
-        # Episode-weighted means per agent, then the mean over agents.
-        for name, key in (("return", "episode_return"), ("length", "episode_length")):
-            total = np.where(episodes > 0, m[key] * episodes, 0.0).sum(axis=1)
-            out[name] = float((total / per_agent).mean())
+    for name, key in (("return", "episode_return"), ("length", "episode_length")):
+        total = np.where(episodes > 0, m[key] * episodes, 0.0).sum(axis=1)
+        mean = np.where(per_agent > 0, total / np.maximum(per_agent, 1), np.nan)
+        prev = last.get(name, np.full_like(mean, np.nan))
+        last[name] = np.where(per_agent > 0, mean, prev)
+        if np.isfinite(last[name]).all():
+            out[name] = float(last[name].mean())
     out["episodes"] = float(episodes.sum())
     trained = m.get("trained")
     for k, v in m.items():
@@ -236,14 +256,15 @@ class RLJob:
         updates, self.steps_per_update = config_lib.rl_updates(cfg)
         self.chunks = chunk_lengths(updates, cfg.train.epochs)
         self.steps_per_epoch = self.chunks[0] * self.steps_per_update
+        self.agents = cfg.rl.seeds     # summary.json's steps/s counts all agents' steps
         self.divergence_hint = {
             "ppo": "try a lower ppo.learning_rate or ppo.max_grad_norm",
             "dqn": "try a lower dqn.learning_rate, a larger dqn.target_every or dqn.loss "
                    "mse"}[cfg.algorithm]
-        root = jax.random.key(cfg.seed)
-        self._val_key = jax.random.fold_in(root, 5)
-        self._test_key = jax.random.fold_in(root, 6)
+        self._val_key = jax.random.fold_in(jax.random.key(cfg.seed), 5)
+        self._test_key = test_key(cfg)
         self._tested = None
+        self._last: dict[str, np.ndarray] = {}   # each agent's last chunk return / length
         self.run_dir: Path | None = None
 
     @property
@@ -274,7 +295,7 @@ class RLJob:
         state, m = self.program.run(state, n)
         m = jax.device_get(m)
         seconds = time.perf_counter() - t0
-        metrics = _chunk_metrics(m)
+        metrics = _chunk_metrics(m, self._last)
         metrics["steps_per_second"] = self.cfg.rl.seeds * n * self.steps_per_update / seconds
         self._record_curve(state, m, n)
         if on_progress is not None:
@@ -396,23 +417,15 @@ def plot_learning_curve(run_dir: str | Path, title: str = "", window: int = 10) 
     return _save(fig, Path(run_dir) / "learning_curve.png", title)
 
 
-def evaluate(run_dir: str | Path, which: str = "best", episodes: int = 100, seed: int = 0
-             ) -> dict[str, Any]:
-    """Greedy returns of a run's agents from its best (or latest) checkpoint.
+def restore(run_dir: str | Path, which: str = "best") -> tuple[Config, AgentProgram, Any, int]:
+    """``(config, program, state, epoch)`` of an RL run's best (or latest)
+    checkpoint: ``state`` holds every agent (leading axis ``rl.seeds``).
 
-    Args:
-      run_dir: an RL run directory.
-      which: ``"best"`` or ``"latest"``.
-      episodes: fresh episodes per agent.
-      seed: the episodes' randomness (same seed, same numbers).
-    Returns:
-      ``{"epoch": E, "test": {"return", "return_std", "length", ...},
-      "agents": [each agent's mean return]}``.
+    Raises:
+      ConfigError: not an RL run. CheckpointError: no checkpoints.
     """
     from jaxdl import experiment
 
-    if episodes < 1:
-        raise ConfigError(f"--episodes must be >= 1, got {episodes}", str(run_dir))
     cfg = experiment.run_config(run_dir)
     if cfg.algorithm not in RL_ALGORITHMS:
         raise ConfigError(f"{run_dir} is not an RL run (algorithm {cfg.algorithm})",
@@ -422,7 +435,107 @@ def evaluate(run_dir: str | Path, which: str = "best", episodes: int = 100, seed
     hparams = make_agent(cfg).hyperparams()
     state, epoch = experiment.restore_state(
         ckpt_dir, which, lambda: program.init(agent_keys(cfg), hparams))
-    returns, lengths = program.evaluate(jax.device_put(state),
-                                        jax.random.fold_in(jax.random.key(seed), 7), episodes)
+    return cfg, program, jax.device_put(state), epoch
+
+
+def evaluate(run_dir: str | Path, which: str = "best", episodes: int | None = None,
+             seed: int | None = None) -> dict[str, Any]:
+    """Greedy returns of a run's agents from its best (or latest) checkpoint.
+
+    Args:
+      run_dir: an RL run directory.
+      which: ``"best"`` or ``"latest"``.
+      episodes: fresh episodes per agent (default ``rl.test_episodes``).
+      seed: the episodes' randomness; None: the run's own test episodes,
+        so the best checkpoint's numbers are ``summary.json``'s
+        ``best.test``.
+    Returns:
+      ``{"epoch": E, "test": {"return", "return_std", "length", ...},
+      "agents": [each agent's mean return]}``.
+    """
+    if episodes is not None and episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1, got {episodes}", str(run_dir))
+    cfg, program, state, epoch = restore(run_dir, which)
+    key = test_key(cfg) if seed is None else jax.random.fold_in(jax.random.key(seed), 7)
+    returns, lengths = program.evaluate(state, key, episodes or cfg.rl.test_episodes)
     return {"epoch": epoch, "test": _return_metrics(returns, lengths),
             "agents": [float(r) for r in returns.mean(axis=1)]}
+
+
+# gymnax's Visualizer draws these; the classic-control ones through
+# gymnasium's renderer, which needs pygame (the `render` extra).
+CLASSIC_CONTROL = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0",
+                   "MountainCarContinuous-v0")
+RENDERABLE = CLASSIC_CONTROL + (
+    "Catch-bsuite", "Asterix-MinAtar", "Breakout-MinAtar", "Freeway-MinAtar",
+    "Seaquest-MinAtar", "SpaceInvaders-MinAtar", "Pong-misc", "PointRobot-misc",
+    "MetaMaze-misc", "FourRooms-misc")
+
+
+def render(run_dir: str | Path, out: str | Path, which: str = "best", agent: int = 0,
+           seed: int = 0) -> tuple[Path, float]:
+    """One greedy episode of agent ``agent`` as an animated GIF (gymnax's
+    visualizer; classic-control environments need pygame: ``pip install
+    'jaxdl[render]'``).
+
+    Returns:
+      ``(path, episode return)``.
+    Raises:
+      ConfigError: an environment gymnax cannot draw, pygame missing, or no
+        such agent.
+    """
+    from jaxdl import experiment
+
+    cfg = experiment.run_config(run_dir)
+    if cfg.algorithm not in RL_ALGORITHMS:
+        raise ConfigError(f"{run_dir} is not an RL run (algorithm {cfg.algorithm})",
+                          str(run_dir))
+    name = cfg.rl.env
+    if name not in RENDERABLE:
+        raise ConfigError(f"--render: gymnax cannot draw {name}; it draws "
+                          f"{', '.join(RENDERABLE)}", str(run_dir))
+    if name in CLASSIC_CONTROL:
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")   # no banner on stdout
+        try:
+            import pygame  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"--render: {name} is drawn by gymnasium's classic-control "
+                              "renderer, which needs pygame: pip install 'jaxdl[render]'",
+                              str(run_dir)) from None
+    if not 0 <= agent < cfg.rl.seeds:
+        raise ConfigError(f"--agent: the run has agents 0..{cfg.rl.seeds - 1}, got {agent}",
+                          str(run_dir))
+    _, program, state, _ = restore(run_dir, which)
+    one = jax.tree.map(lambda x: x[agent], state)
+    from jaxdl.rl.env import make
+
+    env, params = make(name)
+    act = program.agent.act(one)
+
+    @jax.jit
+    def step(key, env_state, obs):
+        k_act, k_env = jax.random.split(key)
+        action = act(obs[None], k_act)[0]
+        obs, env_state, reward, term, trunc, _ = env.step(k_env, env_state, action, params)
+        return obs, env_state, reward, jnp.logical_or(term, trunc)
+
+    key = jax.random.fold_in(jax.random.key(seed), 8)
+    obs, env_state = env.reset(jax.random.fold_in(key, 0), params)
+    states, returns, total = [env_state], [0.0], 0.0
+    for t in range(int(getattr(params, "max_steps_in_episode", 1000))):
+        obs, next_state, reward, done = step(jax.random.fold_in(key, t + 1), env_state, obs)
+        total += float(reward)
+        if bool(done):          # gymnax has already reset next_state
+            break
+        env_state = next_state
+        states.append(env_state)
+        returns.append(total)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gymnax.visualize import Visualizer
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Visualizer(env, params, states, returns).animate(str(out))
+    return out, total

@@ -121,15 +121,18 @@ class DQN:
         return cls(cfg.rl, cfg.dqn)
 
     def hyperparams(self) -> dict[str, jax.Array]:
-        """The settings that are data in the compiled run (float32 scalars)."""
+        """The settings that are data in the compiled run (float32 scalars;
+        the step counts ``learning_starts``, ``train_every``, ``target_every``
+        int32)."""
         d, r = self.dqn, self.rl
         values = dict(learning_rate=d.learning_rate, gamma=r.gamma, tau=d.tau,
                       epsilon_start=d.epsilon_start, epsilon_end=d.epsilon_end,
                       epsilon_steps=d.epsilon_fraction * r.total_steps,
-                      learning_starts=d.learning_starts, train_every=d.train_every,
-                      target_every=d.target_every, max_grad_norm=d.max_grad_norm,
-                      reward_scale=r.reward_scale)
-        return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+                      max_grad_norm=d.max_grad_norm, reward_scale=r.reward_scale)
+        counts = dict(learning_starts=d.learning_starts, train_every=d.train_every,
+                      target_every=d.target_every)    # exact steps: int32, not float32
+        return ({k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+                | {k: jnp.asarray(v, jnp.int32) for k, v in counts.items()})
 
     def _obs(self, stats: ObsStats, obs: jax.Array) -> jax.Array:
         return normalize(stats, obs) if self.rl.normalize_obs else obs
@@ -146,8 +149,9 @@ class DQN:
         k_net, k_env, k_run = jax.random.split(rng, 3)
         obs, env_state = self.env.reset(k_env)
         params = self.net.init(k_net, obs)
-        hp = self.hyperparams() if hparams is None else {
-            k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()}
+        default = self.hyperparams()
+        hp = default if hparams is None else {
+            k: jnp.asarray(v, default[k].dtype) for k, v in hparams.items()}
         return DQNState(params, params, self.tx.init(params),
                         ReplayBuffer.empty(self.dqn.buffer_size, self.env.observation_shape),
                         env_state, obs, init_stats(self.env.observation_shape),
@@ -190,7 +194,7 @@ class DQN:
                                   term)
         steps_after = steps + n
         learn = ((steps_after >= hp["learning_starts"])
-                 & ((state.update + 1) % hp["train_every"].astype(jnp.int32) == 0))
+                 & ((state.update + 1) % hp["train_every"] == 0))
 
         def gradient_step(params, opt_state):
             batch = buffer.sample(k_sample, self.dqn.batch_size)
@@ -207,7 +211,7 @@ class DQN:
 
         params, opt_state, loss, q_mean = jax.lax.cond(learn, gradient_step, skip,
                                                        state.params, state.opt_state)
-        every = hp["target_every"].astype(jnp.int32)
+        every = hp["target_every"]
         move = (steps_after // every > steps // every) & (steps_after >= hp["learning_starts"])
         tau = jnp.where(move, hp["tau"], 0.0)
         target = jax.tree.map(lambda t, o: t + tau * (o - t), state.target_params, params)

@@ -40,7 +40,7 @@ def trial_value(summary: Mapping[str, Any], metric: str, which: str) -> float:
     """A finished run's objective value: its ``best`` or ``final`` ``metric``."""
     split, _, name = metric.partition("_")
     table = summary["best" if which == "best" else "final"]
-    return float(table[split][name])
+    return float(table.get(split, {}).get(name, math.nan))   # NaN: never measured
 
 
 class Objective:
@@ -104,6 +104,8 @@ class Objective:
             metric, epochs = spec.metric, cfg.train.epochs
 
             def reporter(epoch: int, metrics: Mapping[str, float]) -> bool:
+                if metric not in metrics:    # not measured this epoch (an RL chunk
+                    return False             # in which no episode ended)
                 value = float(metrics[metric])
                 with warnings.catch_warnings():
                     # A resumed trial repeats the epochs after its last
@@ -135,7 +137,9 @@ class Objective:
             raise optuna.TrialPruned(f"pruned after epoch {s['epochs']}")
         value = trial_value(s, metric, spec.objective.value)
         if not math.isfinite(value):
-            raise optuna.TrialPruned(f"diverged: {metric} is {value}")
+            why = ("diverged" if metric.partition("_")[2] in s["final"].get(split, {})
+                   else "never measured")
+            raise optuna.TrialPruned(f"{why}: {metric} is {value}")
         return value
 
     def cleanup(self, study: optuna.Study, trial: FrozenTrial | None = None) -> None:

@@ -72,6 +72,13 @@ def test_the_environment_list_is_gymnax_s():
     ({"algorithm": "dqn", "dqn": {"epsilon_start": 0.1, "epsilon_end": 0.5}},
      "dqn.epsilon_end: 0.5 is above epsilon_start"),
     ({"algorithm": "dqn", "rl": {"total_steps": 5000}}, "dqn.learning_starts: 10000 leaves"),
+    ({"algorithm": "dqn", "rl": {"total_steps": 10_009, "num_envs": 10}},
+     "dqn.learning_starts: 10000 leaves no learning in the 10000 steps"),
+    ({"algorithm": "dqn", "rl": {"total_steps": 20_000, "num_envs": 10},
+      "dqn": {"train_every": 5000}}, "dqn.train_every: 5000 updates is more than the run's 2000"),
+    ({"algorithm": "dqn", "rl": {"total_steps": 20_000}, "dqn": {"target_every": 30_000}},
+     "dqn.target_every: 30000 steps is more than the run's 20000"),
+    ({"algorithm": "ppo", "rl": {"total_steps": 2**31}}, "rl.total_steps: must be <="),
     ({"algorithm": "ppo", "rl": {"seeds": 0}}, "rl.seeds: must be >= 1"),
     ({"algorithm": "ppo", "ppo": {"clip_eps": 0}}, "ppo.clip_eps: must be > 0"),
     ({"algorithm": "ppo", "ppo": {"learning_rat": 1e-3}}, "did you mean 'learning_rate'"),
@@ -121,13 +128,22 @@ def test_a_ppo_run_records_agents_curves_and_checkpoints(tmp_path):
     assert [r["step"] for r in rows if r["split"] == "train"] == [256, 512, 768]
     run_info = json.loads((run_dir / "run.json").read_text())
     assert run_info["agents"] == 2 and run_info["env_steps_per_agent"] == 768
+    # summary.json's steps/s, like each chunk's, counts both agents' steps.
+    assert s["steps_per_second"] == pytest.approx(2 * 768 / s["train_seconds"], rel=0.01)
 
     # Agent 0 of two is the one-agent run: same parameters, same test episodes.
     one = jaxdl.run(tiny_ppo(**{"rl.seeds": 1}), workdir=tmp_path / "one", quiet=True)
+    _, _, two_state, _ = rl_run.restore(run_dir, "latest")
+    _, _, one_state, epoch = rl_run.restore(one.run_dir, "latest")
+    assert epoch == 3
+    for a, b in zip(jax.tree.leaves(two_state.params), jax.tree.leaves(one_state.params),
+                    strict=True):
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-6)
     a = jaxdl.evaluate(run_dir, "latest", episodes=5)
     b = jaxdl.evaluate(one.run_dir, "latest", episodes=5)
     assert a["agents"][0] == pytest.approx(b["agents"][0], abs=1e-3)
-    assert a["epoch"] == b["epoch"] == 3
+    # Without a seed, eval plays the run's own test episodes: summary.json's numbers.
+    assert jaxdl.evaluate(run_dir)["test"] == pytest.approx(s["best"]["test"])
 
 
 def test_resume_after_an_interrupted_chunk_matches_an_uninterrupted_run(tmp_path):
@@ -259,3 +275,96 @@ def test_epsilon_decays_linearly_then_stays():
     hp = dqn.hyperparams()
     eps = [float(dqn.epsilon(hp, jnp.asarray(t))) for t in (0, 250, 500, 900)]
     assert eps == pytest.approx([1.0, 0.55, 0.1, 0.1])
+
+
+def test_render_writes_an_animated_gif_of_a_greedy_episode(tmp_path):
+    from PIL import Image
+
+    cfg = tiny_ppo(**{"rl.seeds": 1, "train.epochs": 1, "rl.total_steps": 256})
+    jaxdl.run(cfg, workdir=tmp_path / "run", quiet=True)
+    out = jaxdl_cli("eval", tmp_path / "run", "--episodes", "2", "--render",
+                    tmp_path / "ep.gif", "--json")
+    got = json.loads(out.stdout)                    # no pygame banner before the JSON
+    assert got["render"]["path"] == str(tmp_path / "ep.gif")
+    with Image.open(tmp_path / "ep.gif") as gif:
+        # A frame per step the pole stayed up (CartPole: +1 per step); Pillow
+        # merges identical neighbours, so at most that many.
+        assert 2 <= gif.n_frames <= int(got["render"]["return"])
+    bad = jaxdl_cli("eval", tmp_path / "run", "--render", tmp_path / "x.gif", "--agent", "3",
+                    check=False)
+    assert bad.returncode == 2 and "has agents 0..0, got 3" in bad.stderr
+
+
+def test_render_errors_are_clear(tmp_path, monkeypatch):
+    run = tmp_path / "deepsea"
+    run.mkdir()
+    (run / "config.yaml").write_text(config.dump(tiny_ppo(**{"rl.env": "DeepSea-bsuite"})))
+    with pytest.raises(ConfigError, match="gymnax cannot draw DeepSea-bsuite; it draws "
+                                          "Acrobot-v1, CartPole-v1"):
+        rl_run.render(run, tmp_path / "x.gif")
+    (run / "config.yaml").write_text(config.dump(tiny_ppo()))
+    monkeypatch.setitem(__import__("sys").modules, "pygame", None)   # not installed
+    with pytest.raises(ConfigError, match=r"needs pygame: pip install 'jaxdl\[render\]'"):
+        rl_run.render(run, tmp_path / "x.gif")
+
+
+@pytest.mark.parametrize("env", ["Acrobot-v1", "MountainCar-v0"])
+def test_other_environments_by_name_with_chunks_shorter_than_an_episode(tmp_path, env):
+    """Chunks of 32 steps per environment: MountainCar's first episodes
+    (200 steps) end only in the seventh chunk, so train_return is missing
+    until then; monitoring it neither fails nor counts those chunks."""
+    cfg = tiny_ppo(**{"rl.env": env, "rl.seeds": 1, "rl.total_steps": 1024,
+                      "train.epochs": 8, "train.monitor": "train_return", "train.patience": 2,
+                      "rl.eval_episodes": 0, "rl.test_episodes": 2})
+    result = jaxdl.run(cfg, workdir=tmp_path / "run", quiet=True)
+    assert result.status in ("completed", "early_stopped"), result.summary["reason"]
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    if env == "MountainCar-v0":
+        assert "return" not in train[0] and train[-1]["return"] == -200.0
+        assert result.summary["best_epoch"] >= 7
+    assert np.isfinite(result.summary["final"]["test"]["return"])
+
+
+@pytest.mark.parametrize("double", [True, False])
+def test_the_td_loss_by_hand(double):
+    """The TD target against a numpy computation from the networks' outputs:
+    r + gamma * (1 - terminated) * Q_target(s', a'), with a' the online
+    network's choice (double DQN) or the target network's own maximum."""
+    dqn = DQN(config.RLConfig(num_envs=2, total_steps=100, width=8, depth=1),
+              config.DQNConfig(double=double, loss="mse", learning_starts=0, target_every=10,
+                               batch_size=4, buffer_size=8))
+    online = dqn.net.init(jax.random.key(0), jnp.zeros((1, 4)))
+    target = dqn.net.init(jax.random.key(1), jnp.zeros((1, 4)))
+    rng = np.random.default_rng(0)
+    batch = {"obs": jnp.asarray(rng.normal(size=(4, 4)), jnp.float32),
+             "next_obs": jnp.asarray(rng.normal(size=(4, 4)), jnp.float32),
+             "action": jnp.array([0, 1, 1, 0], jnp.int32),
+             "reward": jnp.array([1.0, 0.5, -1.0, 2.0]),
+             "terminated": jnp.array([0.0, 1.0, 0.0, 0.0])}
+    loss, q_mean = dqn._td_loss(online, target, batch, None, 0.9)
+    q = np.asarray(dqn.net.apply(online, batch["obs"]))
+    q_next_online = np.asarray(dqn.net.apply(online, batch["next_obs"]))
+    q_next_target = np.asarray(dqn.net.apply(target, batch["next_obs"]))
+    a_next = q_next_online.argmax(1) if double else q_next_target.argmax(1)
+    bootstrap = q_next_target[np.arange(4), a_next]
+    y = np.array([1.0, 0.5, -1.0, 2.0]) + 0.9 * np.array([1, 0, 1, 1]) * bootstrap
+    taken = q[np.arange(4), [0, 1, 1, 0]]
+    assert float(loss) == pytest.approx(np.mean((taken - y) ** 2), rel=1e-5)
+    assert float(q_mean) == pytest.approx(taken.mean(), rel=1e-5)
+    # The target is a constant: no gradient flows into the bootstrap.
+    grads = jax.grad(lambda p: dqn._td_loss(online, p, batch, None, 0.9)[0])(target)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
+
+
+def test_a_tiny_dqn_learns_cartpole():
+    dqn = DQN(config.RLConfig(num_envs=4, total_steps=40_000, width=64, depth=2),
+              config.DQNConfig(learning_rate=1e-3, learning_starts=1000, target_every=500,
+                               epsilon_fraction=0.3, buffer_size=10_000, batch_size=64))
+    state, m = jax.jit(dqn.run, static_argnums=1)(jax.jit(dqn.init)(jax.random.key(0)),
+                                                  dqn.num_updates)
+    returns = np.asarray(m["episode_return"])
+    first, last = float(np.nanmean(returns[:500])), float(np.nanmean(returns[-1000:]))
+    greedy, _ = jax.jit(dqn.evaluate, static_argnums=2)(state, jax.random.key(1), 10)
+    # A random policy lasts about 22 steps.
+    assert first < 40 and last > 80 and float(greedy.mean()) > 100, (first, last, greedy)
