@@ -1,0 +1,91 @@
+"""Populations: stack/unstack, a population epoch equals its members trained
+alone, NaN isolation, slot refill without recompiling, and same-shape
+checks. Tolerance for "equal": rtol 1e-4 / atol 1e-6 on parameters and
+1e-4 on metrics (vmapped matmuls may sum in another order)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdl
+from jaxdl import config, population
+from jaxdl.errors import ConfigError
+from tests.helpers import spiral_cfg
+
+
+def cfgs(*overrides):
+    base = spiral_cfg(**{"train.epochs": 3, "checkpoint.enabled": False})
+    return [base.replace(o) for o in overrides]
+
+
+def test_stack_unstack_round_trip():
+    states = [{"w": jnp.full((2, 3), float(i)), "n": jnp.asarray(i)} for i in range(4)]
+    stacked = population.stack(states)
+    assert stacked["w"].shape == (4, 2, 3) and stacked["n"].shape == (4,)
+    for a, b in zip(population.unstack(stacked), states, strict=True):
+        np.testing.assert_array_equal(a["w"], b["w"])
+        assert int(a["n"]) == int(b["n"])
+
+
+def test_members_equal_the_same_configs_trained_alone(tmp_path):
+    members = cfgs({"optim.learning_rate": 0.003}, {"optim.learning_rate": 0.03, "seed": 1},
+                   {"model.dropout": 0.2, "seed": 2})
+    results = population.train(members)
+    for cfg, res in zip(members, results, strict=True):
+        alone = jaxdl.run(cfg, workdir=tmp_path / f"alone-{cfg.seed}-{cfg.optim.learning_rate}",
+                          quiet=True)
+        assert res.status == alone.status == "completed"
+        for split in ("train", "val"):
+            for k, v in alone.summary["final"][split].items():
+                assert res.final[split][k] == pytest.approx(v, rel=1e-4, abs=1e-6), (split, k)
+        np.testing.assert_allclose(
+            jax.tree.leaves(res.state.params)[0],
+            jax.tree.leaves(jax.device_get(alone.state).params)[0], rtol=1e-4, atol=1e-6)
+
+
+def test_a_diverging_member_is_isolated(tmp_path):
+    relu_sgd = {"model.activation": "relu", "optim.name": "sgd"}
+    members = cfgs({**relu_sgd, "optim.learning_rate": 0.05},
+                   {**relu_sgd, "optim.learning_rate": 1e12})
+    assert jaxdl.run(members[1], workdir=tmp_path / "bad", quiet=True).status == "diverged"
+    good_alone = population.train(members[:1])[0]
+    good, bad = population.train(members)
+    assert bad.status == "diverged" and good.status == "completed"
+    assert good.final["val"]["accuracy"] == pytest.approx(good_alone.final["val"]["accuracy"],
+                                                          abs=1e-6)
+    # The diverged member is frozen at its last finite state.
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(bad.state.params))
+
+
+def test_slot_refill_does_not_recompile():
+    from jaxdl import data as data_lib
+    from jaxdl import experiment
+
+    cfg = cfgs({})[0]
+    dataset = data_lib.load(cfg.data, cfg.seed)
+    engine = experiment.build_engine(cfg, dataset)
+    pop = population.Population(engine, 3)
+    states = population.stack([experiment.new_state(cfg.replace(seed=s), engine, dataset)
+                               for s in range(3)])
+    x, y = jnp.asarray(dataset.train.x), jnp.asarray(dataset.train.y)
+    keys = jax.random.split(jax.random.key(0), 3)
+    alive = jnp.ones((3,), bool)
+    states, alive, _ = pop.train_epoch(states, alive, x, y, keys, keys)
+    fresh = experiment.new_state(cfg.replace(seed=9, **{"optim.learning_rate": 0.05}), engine,
+                                 dataset)
+    for slot in (0, 2, 1):
+        states = pop.put(states, slot, fresh)
+        states, alive, _ = pop.train_epoch(states, alive, x, y, keys, keys)
+    assert pop.traces == {f"epoch[{engine.steps_per_epoch}]": 1, "put": 1}
+    assert int(population.member(states, 1).step) == engine.steps_per_epoch
+
+
+def test_configs_of_different_shapes_are_a_clear_error():
+    with pytest.raises(ConfigError, match=r"model.width: 16 in config 0, 64 in config 1 \(a "
+                                          r"shape or structure"):
+        population.train(cfgs({}, {"model.width": 64}))
+    with pytest.raises(ConfigError, match="optim.name: 'adam' in config 0, 'sgd' in config 2"):
+        population.check_same_shape(cfgs({}, {"seed": 3}, {"optim.name": "sgd"}))
+    with pytest.raises(ConfigError, match="config 1 is ppo; populations train supervised"):
+        population.check_same_shape([cfgs({})[0], config.from_dict({"algorithm": "ppo"})])
