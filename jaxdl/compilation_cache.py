@@ -82,7 +82,9 @@ def enable(directory: str | Path | None = None) -> Path | None:
     is given). Returns the directory, or None when disabled."""
     if os.environ.get("JAXDL_CACHE_DIR", "").lower() == "off":
         return None
-    path = Path(directory) if directory is not None else default_dir()
+    # Absolute: a relative directory (a sweep's studies/<name>/xla_cache)
+    # would point elsewhere once the process changes directory.
+    path = (Path(directory) if directory is not None else default_dir()).absolute()
     path.mkdir(parents=True, exist_ok=True)
     current = jax.config.jax_compilation_cache_dir
     if current and Path(current) != path:

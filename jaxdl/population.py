@@ -60,7 +60,8 @@ def stack(states: Sequence[Any]) -> Any:
 
 
 def member(states: Any, i: int) -> Any:
-    """Member ``i`` of stacked ``states``."""
+    """Member ``i`` of stacked ``states`` (device or host arrays; index host
+    copies when taking many: each device index is a dispatch per leaf)."""
     return jax.tree.map(lambda x: x[i], states)
 
 
@@ -313,6 +314,7 @@ def train(cfgs: Sequence[Config], reporter: Reporter | None = None) -> list[Memb
         states, alive, train_m = pop.train_epoch(states, alive, x, y, shuffle, dropout_keys)
         val_m = pop.evaluate(states, val) if val is not None else [{}] * k
         host_alive = np.asarray(alive)
+        host_states = None     # fetched once per epoch, when some member improved
         for i, cfg in enumerate(cfgs):
             if status[i] is not None:
                 continue
@@ -330,14 +332,16 @@ def train(cfgs: Sequence[Config], reporter: Reporter | None = None) -> list[Memb
             if _improved(value, loop.best_value, config_lib.monitor_mode(tc), tc.min_delta):
                 loop.best_value, loop.best_epoch, loop.wait = value, epoch, 0
                 loop.best_metrics = dict(metrics)
-                best_states[i] = jax.device_get(member(states, i))
+                if host_states is None:
+                    host_states = jax.device_get(states)
+                best_states[i] = member(host_states, i)
             else:
                 loop.wait += 1
             if tc.patience is not None and loop.wait >= tc.patience:
                 status[i] = "early_stopped"
             elif reporter is not None and reporter(i, epoch, dict(metrics)):
                 status[i] = "stopped"
-    finals = jax.device_get(unstack(states))
+    finals = unstack(jax.device_get(states))
     return [MemberResult(cfg, status[i] or "completed", histories[i],
                          _by_split(loops[i].best_metrics), _by_split(loops[i].last_metrics),
                          loops[i].best_epoch, finals[i], best_states[i])

@@ -162,3 +162,26 @@ def test_run_directory_problems_are_clear_errors(tmp_path):
     bad.write_bytes(b"name: caf\xe9\n")
     out = jaxdl("train", bad, check=False)
     assert out.returncode == 2 and "not a UTF-8 text file" in out.stderr
+
+
+def test_the_compilation_cache_directory_is_absolute(tmp_path, monkeypatch):
+    """A sweep names its cache relative to the working directory; JAX must
+    keep writing there after the process changes directory."""
+    import jax
+
+    from jaxdl import compilation_cache
+
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.chdir(tmp_path)
+    try:
+        path = compilation_cache.enable("studies/x/xla_cache")
+        assert path == tmp_path / "studies" / "x" / "xla_cache" and path.is_dir()
+        assert jax.config.jax_compilation_cache_dir == str(path)
+    finally:
+        if before:
+            compilation_cache.enable(before)
+        else:
+            from jax._src import compilation_cache as jax_cache
+
+            jax_cache.reset_cache()
+            jax.config.update("jax_compilation_cache_dir", None)
