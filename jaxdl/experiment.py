@@ -222,6 +222,9 @@ class SupervisedJob:
     def compile_seconds(self) -> float:
         return self.engine.compile_seconds
 
+    def epoch_steps(self, epoch: int) -> int:
+        return self.steps_per_epoch
+
     def run_info(self) -> dict[str, Any]:
         return {"steps_per_epoch": self.engine.steps_per_epoch,
                 "steps_per_call": self.engine.steps_per_call,

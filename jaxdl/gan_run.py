@@ -282,6 +282,9 @@ class GANJob:
     def compile_seconds(self) -> float:
         return self.program.compile_seconds
 
+    def epoch_steps(self, epoch: int) -> int:
+        return self.steps_per_epoch
+
     def run_info(self) -> dict[str, Any]:
         return {"steps_per_epoch": self.program.steps_per_epoch,
                 "steps_per_call": self.program.steps_per_call,

@@ -108,14 +108,15 @@ class Job(Protocol):
     one shape (``jaxdl.experiment.SupervisedJob``, ``jaxdl.gan_run.GANJob``).
 
     Attributes:
-      steps_per_epoch: optimizer steps (GAN: generator updates; RL:
-        environment steps per agent, with ``epoch_steps(epoch)`` where
-        chunks differ) per epoch.
       divergence_hint: what to try when a metric becomes NaN/Inf.
     """
 
-    steps_per_epoch: int
     divergence_hint: str
+
+    def epoch_steps(self, epoch: int) -> int:
+        """Steps in epoch ``epoch`` (1-based): optimizer steps (GAN:
+        generator updates; RL: environment steps per agent, which differ
+        by one update between chunks)."""
 
     def compile(self, state: Any, *, progress: bool) -> None:
         """Compile what an epoch and an evaluation call, before the clock starts."""
@@ -159,9 +160,7 @@ def fit(cfg: Config, job: Job, state: Any, *, loop: LoopState | None = None,
     # Compile before the clock and the progress bar start.
     job.compile(state, progress=progress)
     for epoch in range(loop.epoch + 1, tc.epochs + 1):
-        # An RL run's chunks may differ by one update (RLJob.epoch_steps).
-        epoch_steps = (job.epoch_steps(epoch) if hasattr(job, "epoch_steps")
-                       else job.steps_per_epoch)
+        epoch_steps = job.epoch_steps(epoch)
         bar = _progress_bar(epoch, tc.epochs, epoch_steps) if progress else None
         t0 = time.perf_counter()
         state, train_m = job.train_epoch(

@@ -243,14 +243,6 @@ Reporter = Callable[[int, int, Mapping[str, float]], bool]
 member; True stops that member (its slot is then idle)."""
 
 
-def _by_split(flat: Mapping[str, float]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for k, v in flat.items():
-        split, _, name = k.partition("_")
-        out.setdefault(split, {})[name] = v
-    return out
-
-
 def train(cfgs: Sequence[Config], reporter: Reporter | None = None) -> list[MemberResult]:
     """Train same-shaped configs as one population (see the module docstring).
 
@@ -342,7 +334,8 @@ def train(cfgs: Sequence[Config], reporter: Reporter | None = None) -> list[Memb
             elif reporter is not None and reporter(i, epoch, dict(metrics)):
                 status[i] = "stopped"
     finals = unstack(jax.device_get(states))
+    by_split = experiment._by_split
     return [MemberResult(cfg, status[i] or "completed", histories[i],
-                         _by_split(loops[i].best_metrics), _by_split(loops[i].last_metrics),
+                         by_split(loops[i].best_metrics), by_split(loops[i].last_metrics),
                          loops[i].best_epoch, finals[i], best_states[i])
             for i, cfg in enumerate(cfgs)]

@@ -55,6 +55,7 @@ from jaxdl.errors import ConfigError
 from jaxdl.loop import chunk_lengths, run_keys
 
 __all__ = ["AgentProgram", "RLJob", "agent_keys", "build_program", "evaluate", "make_agent",
+           "new_state",
            "plot_learning_curve", "read_learning_curve", "render", "restore", "test_key"]
 
 # Compiled agent programs by structure (bounded).
@@ -128,25 +129,19 @@ class AgentProgram:
                                donate=(0,))
         return fn(state)
 
-    def _evaluate_fn(self, state, key: jax.Array, episodes: int, greedy: bool):
-        from jaxdl.rl.env import VecEnv, episode_returns
-
+    def _evaluate_fn(self, state, key: jax.Array, episodes: int):
         def make():
-            def one(s, k):
-                return episode_returns(VecEnv(self.agent.rl.env, episodes),
-                                       self.agent.act(s, greedy=greedy), k)
-            return jax.vmap(one)
+            return jax.vmap(lambda s, k: self.agent.evaluate(s, k, episodes))
 
         # Agent i's episodes depend on i only, not on how many agents there are.
         keys = jnp.stack([jax.random.fold_in(key, i) for i in range(self.seeds)])
-        return self.programs.get(("evaluate", episodes, greedy), make, (state, keys)), keys
+        return self.programs.get(("evaluate", episodes), make, (state, keys)), keys
 
-    def evaluate(self, state, key: jax.Array, episodes: int, greedy: bool = True
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        """``(returns, lengths)`` ``[seeds, episodes]``: each agent's policy
-        (greedy by default) on ``episodes`` fresh episodes (agent ``i``'s
-        from ``key`` folded with ``i``)."""
-        fn, keys = self._evaluate_fn(state, key, episodes, greedy)
+    def evaluate(self, state, key: jax.Array, episodes: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(returns, lengths)`` ``[seeds, episodes]``: each agent's greedy
+        policy on ``episodes`` fresh episodes (agent ``i``'s from ``key``
+        folded with ``i``)."""
+        fn, keys = self._evaluate_fn(state, key, episodes)
         returns, lengths = fn(state, keys)
         return np.asarray(returns), np.asarray(lengths)
 
@@ -155,7 +150,7 @@ class AgentProgram:
         for n in sorted(set(chunk_lengths)):
             self.programs.get(("run", n), lambda n=n: self._run_fn(n), (state,), donate=(0,))
         if eval_episodes:
-            self._evaluate_fn(state, jax.random.key(0), eval_episodes, True)
+            self._evaluate_fn(state, jax.random.key(0), eval_episodes)
 
     def random_returns(self, key: jax.Array, episodes: int) -> np.ndarray:
         """Returns ``[episodes]`` of a uniformly random policy."""
@@ -190,6 +185,13 @@ def agent_keys(cfg: Config) -> list[jax.Array]:
     """Agent ``i``'s key: the config seed's init key folded with ``i``."""
     init = run_keys(cfg.seed)["init"]
     return [jax.random.fold_in(init, i) for i in range(cfg.rl.seeds)]
+
+
+def new_state(cfg: Config, program: AgentProgram):
+    """Fresh stacked states of ``cfg``'s agents: ``program``'s shapes, this
+    config's keys and numbers (the program may have been built for another
+    run of the same structure)."""
+    return program.init(agent_keys(cfg), make_agent(cfg).hyperparams())
 
 
 def _return_metrics(returns: np.ndarray, lengths: np.ndarray) -> dict[str, float]:
@@ -250,12 +252,8 @@ class RLJob:
                               f"got {cfg.algorithm!r}")
         self.cfg = cfg
         self.program = build_program(cfg)
-        # The numbers of this run (the program may have been built for
-        # another run of the same structure).
-        self.hparams = make_agent(cfg).hyperparams()
         updates, self.steps_per_update = config_lib.rl_updates(cfg)
         self.chunks = chunk_lengths(updates, cfg.train.epochs)
-        self.steps_per_epoch = self.chunks[0] * self.steps_per_update
         self.agents = cfg.rl.seeds     # summary.json's steps/s counts all agents' steps
         self.divergence_hint = {
             "ppo": "try a lower ppo.learning_rate or ppo.max_grad_norm",
@@ -284,7 +282,7 @@ class RLJob:
         self.run_dir = run_dir
 
     def new_state(self):
-        return self.program.init(agent_keys(self.cfg), self.hparams)
+        return new_state(self.cfg, self.program)
 
     def compile(self, state, *, progress: bool) -> None:
         self.program.compile(state, self.chunks, self.cfg.rl.eval_episodes)
@@ -432,9 +430,7 @@ def restore(run_dir: str | Path, which: str = "best") -> tuple[Config, AgentProg
                           str(run_dir))
     ckpt_dir = experiment.checkpoint_dir(run_dir, which)
     program = build_program(cfg)
-    hparams = make_agent(cfg).hyperparams()
-    state, epoch = experiment.restore_state(
-        ckpt_dir, which, lambda: program.init(agent_keys(cfg), hparams))
+    state, epoch = experiment.restore_state(ckpt_dir, which, lambda: new_state(cfg, program))
     return cfg, program, jax.device_put(state), epoch
 
 
