@@ -5,7 +5,7 @@ library function.
     jaxdl eval RUN_DIR [--which best|latest] [--split test ...] [--episodes N] (RL: greedy)
     jaxdl sample RUN_DIR [--n N] [--out PNG]          (GAN runs: an image grid)
     jaxdl sample RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K]
-    jaxdl sweep SWEEP [--trials N] [--timeout S] [--storage URL] [--study NAME]
+    jaxdl sweep SWEEP [--trials N] [--timeout S] [--storage URL] [--study NAME] [--population K]
                       [--study-dir DIR] [--workers K] [--seed S] [-v]
     jaxdl report STUDY_DIR_OR_URL [--study NAME] [--out DIR] [--top N]
 """
@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--study-dir", help="study directory (default: studies/<study name>)")
     w.add_argument("--workers", type=int, help="worker processes on this machine")
     w.add_argument("--seed", type=int, help="sampler seed")
+    w.add_argument("--population", help="K: train up to K same-shaped trials as one vmapped "
+                   "program; auto: the size with the best measured throughput; 1: one trial "
+                   "at a time (default: the spec's population, else 1)")
     w.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="KEY=VALUE", help="override a spec value, e.g. --set pruner.name=none")
     w.add_argument("-v", "--verbose", action="store_true", help="print every trial's epochs")
@@ -121,7 +124,8 @@ def _sweep_overrides(args: argparse.Namespace) -> dict:
     out = {}
     for key, opt in (("budget.trials", "trials"), ("budget.timeout", "timeout"),
                      ("storage", "storage"), ("name", "study"), ("study_dir", "study_dir"),
-                     ("workers", "workers"), ("sampler.seed", "seed")):
+                     ("workers", "workers"), ("sampler.seed", "seed"),
+                     ("population", "population")):
         value = getattr(args, opt)
         if value is not None:
             out[key] = value

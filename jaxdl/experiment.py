@@ -331,6 +331,39 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
 
     job = make_job(cfg, log, resume_dir=run_dir if resume else None)
     compile_before = job.compile_seconds
+    opened = open_run(cfg, job, run_dir, resume=resume, log=log)
+    try:
+        result = fit(cfg, job, opened.state, loop=opened.loop, reporter=reporter,
+                     checkpointer=opened.checkpointer, writer=opened.writer,
+                     progress=progress, log=log)
+    finally:
+        if opened.checkpointer is not None:
+            opened.checkpointer.wait()
+    return close_run(cfg, job, opened, result, compile_seconds=job.compile_seconds -
+                     compile_before, t_start=t_start, log=log)
+
+
+@dataclasses.dataclass
+class OpenedRun:
+    """A run directory ready for training (see :func:`open_run`)."""
+
+    run_dir: Path
+    state: Any
+    loop: LoopState
+    checkpointer: Checkpointer | None
+    writer: MetricsWriter
+
+
+def open_run(cfg: Config, job: Any, run_dir: Path, *, resume: bool = False, log=print,
+             state: Any = None) -> OpenedRun:
+    """Write ``config.yaml`` and ``run.json`` and open the checkpoints and
+    metric rows of ``run_dir``; on ``resume``, the latest checkpoint's state
+    and bookkeeping.
+
+    Args:
+      job: the run's job (its ``run_info``, ``prepare`` and ``new_state``).
+      state: the fresh state (default ``job.new_state()``).
+    """
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         config_lib.dump(cfg, run_dir / "config.yaml")
@@ -345,7 +378,8 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         })
     job.prepare(run_dir)
 
-    state = job.new_state()
+    if state is None:
+        state = job.new_state()
     ckpt = None
     if cfg.checkpoint.enabled:
         ckpt = Checkpointer(run_dir / "checkpoints")
@@ -357,14 +391,22 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         log(f"resuming {run_dir} after epoch {loop.epoch}")
     writer.truncate_after(loop.epoch)
     (run_dir / "summary.json").unlink(missing_ok=True)
+    return OpenedRun(run_dir, state, loop, ckpt, writer)
 
-    try:
-        result = fit(cfg, job, state, loop=loop, reporter=reporter, checkpointer=ckpt,
-                     writer=writer, progress=progress, log=log)
-    finally:
-        if ckpt is not None:
-            ckpt.wait()
 
+def close_run(cfg: Config, job: Any, opened: OpenedRun, result: Any, *,
+              compile_seconds: float, t_start: float, log=print,
+              extra: Mapping[str, Any] | None = None) -> RunResult:
+    """Finish a trained run: test metrics of the final and the best state,
+    the job's artifacts, ``curves.png``, baselines and ``summary.json``.
+
+    Args:
+      result: what :func:`~jaxdl.loop.fit` returned (or a population
+        member's equivalent: ``state``, ``best_state``, ``loop``, ``status``,
+        ``reason``, ``warnings``).
+      extra: more entries for ``summary.json``.
+    """
+    run_dir, ckpt, writer = opened.run_dir, opened.checkpointer, opened.writer
     loop = result.loop
     warnings = list(result.warnings)   # extras that failed; the run's record says so
     final = _by_split(loop.last_metrics)
@@ -397,7 +439,6 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         log(f"warning: {warnings[-1]}")
         baselines = {}
     wall = time.perf_counter() - t_start
-    compile_s = job.compile_seconds - compile_before
     summary = {
         "status": result.status,
         "reason": result.reason,
@@ -411,7 +452,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         "best": best,
         **({"baselines": baselines} if baselines else {}),
         "wall_seconds": round(wall, 3),
-        "compile_seconds": round(compile_s, 3),
+        "compile_seconds": round(compile_seconds, 3),
         "train_seconds": round(loop.train_seconds, 3),
         "eval_seconds": round(loop.eval_seconds, 3),
         "seconds_per_epoch": round(loop.train_seconds / max(1, loop.epoch), 4),
@@ -419,6 +460,7 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         "steps_per_second": round(loop.steps * getattr(job, "agents", 1)
                                   / max(loop.train_seconds, 1e-9), 2),
         "run_dir": str(run_dir),
+        **(dict(extra) if extra else {}),
         **({"warnings": warnings} if warnings else {}),
     }
     write_json(run_dir / "summary.json", summary)

@@ -22,7 +22,7 @@ from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config, monitor_mode
 from jaxdl.metrics import MetricsWriter
 
-__all__ = ["FitResult", "Job", "LoopState", "Reporter", "chunk_lengths", "fit", "run_keys"]
+__all__ = ["Book", "FitResult", "Job", "LoopState", "Reporter", "chunk_lengths", "fit", "run_keys"]
 
 Reporter = Callable[[int, Mapping[str, float]], bool]
 """``reporter(epoch, metrics) -> stop``: called after each evaluation with
@@ -152,46 +152,103 @@ def fit(cfg: Config, job: Job, state: Any, *, loop: LoopState | None = None,
     """
     tc = cfg.train
     loop = loop or LoopState()
-    best_state = None
     if loop.status is not None:   # resumed from the checkpoint where it stopped
         return FitResult(state, None, loop, loop.status, loop.reason or loop.status)
-    status, reason = "completed", f"trained {tc.epochs} epochs"
     warnings: list[str] = []
+    book = Book(cfg, loop, job.divergence_hint, reporter=reporter, checkpointer=checkpointer,
+                writer=writer)
     # Compile before the clock and the progress bar start.
     job.compile(state, progress=progress)
-    for epoch in range(loop.epoch + 1, tc.epochs + 1):
-        epoch_steps = job.epoch_steps(epoch)
-        bar = _progress_bar(epoch, tc.epochs, epoch_steps) if progress else None
-        t0 = time.perf_counter()
-        state, train_m = job.train_epoch(
-            state, epoch, _bar_updater(bar) if bar is not None else None)
-        t1 = time.perf_counter()
-        evaluated = job.evaluate(state)
+    try:
+        for epoch in range(loop.epoch + 1, tc.epochs + 1):
+            epoch_steps = job.epoch_steps(epoch)
+            bar = _progress_bar(epoch, tc.epochs, epoch_steps) if progress else None
+            t0 = time.perf_counter()
+            state, train_m = job.train_epoch(
+                state, epoch, _bar_updater(bar) if bar is not None else None)
+            t1 = time.perf_counter()
+            evaluated = job.evaluate(state)
+            loop.train_seconds += t1 - t0
+            loop.eval_seconds += time.perf_counter() - t1
+            stop = book.record(epoch, epoch_steps, train_m, evaluated,
+                               lambda s=state: s)
+            if bar is not None:
+                bar.set_postfix_str(_fmt(loop.last_metrics), refresh=False)
+                bar.close()
+            if book.status == "diverged":
+                break
+            try:
+                job.after_epoch(epoch, state)
+            except Exception as e:  # noqa: BLE001 - an extra must not cost the run
+                warnings.append(f"epoch {epoch}'s extras (sample grid) not written: "
+                                f"{type(e).__name__}: {e}")
+                log(f"warning: {warnings[-1]}")
+            if not progress:
+                log(f"epoch {epoch}/{tc.epochs}  {_fmt(loop.last_metrics)}")
+            if stop:
+                break
+    finally:
+        book.flush()
+    return FitResult(state, book.best_state, loop, book.status, book.reason, warnings)
+
+
+class Book:
+    """One run's bookkeeping after each evaluation, shared by :func:`fit`
+    and the members of a population (:mod:`jaxdl.population`): metric rows,
+    divergence, the best epoch, early stopping, the reporter, checkpoints.
+
+    A new best epoch's checkpoint is written with the next periodic one
+    (``checkpoint.every``, the last epoch, or :meth:`flush`), from a host
+    copy: a resume from the periodic checkpoint re-finds it anyway, and a
+    save per improvement cost more than the epochs of a small model.
+
+    Attributes:
+      status, reason: ``completed`` until the run diverges, stops early or
+        is stopped by the reporter.
+      best_state: host copy of the state at the best epoch (None before one).
+    """
+
+    def __init__(self, cfg: Config, loop: LoopState, divergence_hint: str, *,
+                 reporter: Reporter | None = None, checkpointer: Checkpointer | None = None,
+                 writer: MetricsWriter | None = None):
+        self.cfg, self.loop, self.hint = cfg, loop, divergence_hint
+        self.reporter, self.checkpointer, self.writer = reporter, checkpointer, writer
+        self.status, self.reason = "completed", f"trained {cfg.train.epochs} epochs"
+        self.best_state: Any = None
+        self._pending: tuple | None = None   # (epoch, host state, meta, metrics)
+
+    def record(self, epoch: int, epoch_steps: int, train_m: Mapping[str, float],
+               evaluated: Mapping[str, Mapping[str, float]], get_state: Callable[[], Any]
+               ) -> bool:
+        """Book epoch ``epoch``; True when the run ends here (diverged,
+        early stopped or stopped by the reporter: see :attr:`status`).
+
+        Args:
+          get_state: the state after the epoch (called only for a new best
+            or a checkpoint).
+        """
+        tc, loop = self.cfg.train, self.loop
         metrics = {f"train_{k}": v for k, v in train_m.items()}
         for split, values in evaluated.items():
             metrics.update({f"{split}_{k}": v for k, v in values.items()})
-        loop.train_seconds += t1 - t0
-        loop.eval_seconds += time.perf_counter() - t1
         loop.steps += epoch_steps
         loop.epoch = epoch
         loop.last_metrics = metrics
-        if bar is not None:
-            bar.set_postfix_str(_fmt(metrics), refresh=False)
-            bar.close()
-        if writer is not None:
+        if self.writer is not None:
             step = int(loop.steps)
-            writer.write(epoch, step, "train", train_m)
+            self.writer.write(epoch, step, "train", train_m)
             for split, values in evaluated.items():
-                writer.write(epoch, step, split, values)
+                self.writer.write(epoch, step, split, values)
 
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
-            status = "diverged"
-            last = loop.best_epoch if checkpointer is None else checkpointer.latest_epoch()
-            reason = (f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch}: the loss diverged "
-                      f"({job.divergence_hint}); "
-                      f"last good checkpoint: epoch {last}")
-            break
+            self.flush()
+            last = loop.best_epoch if self.checkpointer is None else \
+                self.checkpointer.latest_epoch()
+            self.status = "diverged"
+            self.reason = (f"{bad[0]} became {metrics[bad[0]]} at epoch {epoch}: the loss "
+                           f"diverged ({self.hint}); last good checkpoint: epoch {last}")
+            return True
 
         # An RL chunk in which no episode ended has no train_return yet:
         # such an epoch neither improves nor counts against patience.
@@ -201,35 +258,36 @@ def fit(cfg: Config, job: Job, state: Any, *, loop: LoopState | None = None,
         if is_best:
             loop.best_value, loop.best_epoch, loop.wait = value, epoch, 0
             loop.best_metrics = dict(metrics)
-            best_state = jax.device_get(state)
+            self.best_state = jax.device_get(get_state())
         elif value is not None:
             loop.wait += 1
         stop_early = tc.patience is not None and loop.wait >= tc.patience
-        stop_asked = reporter is not None and bool(reporter(epoch, dict(metrics)))
+        stop_asked = self.reporter is not None and bool(self.reporter(epoch, dict(metrics)))
         if stop_early:
-            status = "early_stopped"
-            reason = (f"{tc.monitor} did not improve by more than {tc.min_delta} for "
-                      f"{tc.patience} epochs (best {loop.best_value:.6g} at epoch "
-                      f"{loop.best_epoch})")
+            self.status = "early_stopped"
+            self.reason = (f"{tc.monitor} did not improve by more than {tc.min_delta} for "
+                           f"{tc.patience} epochs (best {loop.best_value:.6g} at epoch "
+                           f"{loop.best_epoch})")
         elif stop_asked:
-            status, reason = "stopped", f"stopped by the reporter after epoch {epoch}"
+            self.status = "stopped"
+            self.reason = f"stopped by the reporter after epoch {epoch}"
         if stop_early or stop_asked:
-            loop.status, loop.reason = status, reason
+            loop.status, loop.reason = self.status, self.reason
         last_epoch = epoch == tc.epochs or stop_early or stop_asked
-        if checkpointer is not None and (is_best or last_epoch
-                                         or epoch % cfg.checkpoint.every == 0):
-            checkpointer.save(epoch, state, loop.to_meta(), metrics, is_best=is_best)
-        try:
-            job.after_epoch(epoch, state)
-        except Exception as e:  # noqa: BLE001 - an extra must not cost the run
-            warnings.append(f"epoch {epoch}'s extras (sample grid) not written: "
-                            f"{type(e).__name__}: {e}")
-            log(f"warning: {warnings[-1]}")
-        if not progress:
-            log(f"epoch {epoch}/{tc.epochs}  {_fmt(metrics)}")
-        if stop_early or stop_asked:
-            break
-    return FitResult(state, best_state, loop, status, reason, warnings)
+        if self.checkpointer is not None:
+            if last_epoch or epoch % self.cfg.checkpoint.every == 0:
+                self.flush()
+                self.checkpointer.save(epoch, get_state(), loop.to_meta(), metrics,
+                                       is_best=is_best)
+            elif is_best:
+                self._pending = (epoch, self.best_state, loop.to_meta(), metrics)
+        return stop_early or stop_asked
+
+    def flush(self) -> None:
+        """Write a best epoch's checkpoint still held back."""
+        if self._pending is not None and self.checkpointer is not None:
+            self.checkpointer.save(*self._pending, is_best=True)
+        self._pending = None
 
 
 def _fmt(metrics: Mapping[str, float]) -> str:

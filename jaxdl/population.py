@@ -24,7 +24,9 @@ states the tolerance.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,10 +40,10 @@ from jaxdl.algorithms.supervised import Engine, EvalSplit
 from jaxdl.compilation_cache import Programs
 from jaxdl.config import Config
 from jaxdl.errors import ConfigError
-from jaxdl.loop import LoopState, _improved, run_keys
+from jaxdl.loop import Book, LoopState, run_keys
 
-__all__ = ["MemberResult", "Population", "check_same_shape", "member", "stack", "train",
-           "unstack"]
+__all__ = ["Member", "MemberResult", "Population", "check_same_shape", "member", "run", "stack",
+           "train", "unstack"]
 
 # Config fields that are data in the compiled program: members may differ in
 # them. Every other field (except names and locations) fixes a shape or the
@@ -52,6 +54,18 @@ DATA_FIELDS = ("name", "seed", "data.dir", "train.epochs", "train.patience", "tr
                "optim.b2", "optim.eps", "optim.decay", "optim.weight_decay",
                "optim.warmup_epochs", "optim.decay_rate", "optim.min_lr_ratio",
                "optim.clip_norm")
+
+
+# The same for PPO and DQN agents (``state.hparams`` of jaxdl.rl): members
+# may differ in these; the environment, network, rollout and buffer shapes,
+# total steps and chunks are the program's.
+RL_DATA_FIELDS = ("name", "seed", "train.patience", "train.min_delta", "train.progress",
+                  "checkpoint.enabled", "checkpoint.every", "rl.gamma", "rl.reward_scale",
+                  "ppo.learning_rate", "ppo.anneal_lr", "ppo.gae_lambda", "ppo.clip_eps",
+                  "ppo.vf_coef", "ppo.ent_coef", "ppo.max_grad_norm", "dqn.learning_rate",
+                  "dqn.tau", "dqn.epsilon_start", "dqn.epsilon_end", "dqn.epsilon_fraction",
+                  "dqn.max_grad_norm", "dqn.learning_starts", "dqn.train_every",
+                  "dqn.target_every")
 
 
 def stack(states: Sequence[Any]) -> Any:
@@ -80,30 +94,44 @@ def check_same_shape(cfgs: Sequence[Config]) -> None:
     """
     if not cfgs:
         raise ConfigError("a population needs at least one config", "<population>")
+    algorithm = cfgs[0].algorithm
+    problems = [f"algorithm: config {i} is {cfg.algorithm}, config 0 {algorithm}; a "
+                "population trains one algorithm" for i, cfg in enumerate(cfgs)
+                if cfg.algorithm != algorithm]
+    if algorithm == "gan":
+        problems.insert(0, "algorithm: populations train supervised models and PPO / DQN "
+                           "agents, not GANs")
+    if problems:
+        raise ConfigError(problems, "<population>")
+    data = DATA_FIELDS if algorithm == "supervised" else RL_DATA_FIELDS
     first = config_lib.flatten(config_lib.to_dict(cfgs[0]))
-    problems = []
     for i, cfg in enumerate(cfgs[1:], start=1):
-        if cfg.algorithm != "supervised":
-            break
         flat = config_lib.flatten(config_lib.to_dict(cfg))
         for key in sorted(set(first) | set(flat)):
-            if key in DATA_FIELDS or first.get(key) == flat.get(key):
+            if key in data or first.get(key) == flat.get(key):
                 continue
             problems.append(f"{key}: {first.get(key)!r} in config 0, {flat.get(key)!r} in "
                             f"config {i} (a shape or structure; members may differ only in "
-                            f"data: learning rates, momentum, weight decay, dropout, l2, seed, "
-                            f"epochs)")
-    for i, cfg in enumerate(cfgs):
-        if cfg.algorithm != "supervised":
-            problems.insert(0, f"algorithm: config {i} is {cfg.algorithm}; populations train "
-                               "supervised models")
+                            f"data: {_data_hint(algorithm)})")
     if problems:
         raise ConfigError(problems, "<population>")
+
+
+def _data_hint(algorithm: str) -> str:
+    if algorithm == "supervised":
+        return "learning rates, momentum, weight decay, dropout, l2, seed, epochs"
+    return (f"{algorithm}'s learning rate, coefficients and clip range, gamma, the seed "
+            "(see RL_DATA_FIELDS)")
 
 
 class Population:
     """Up to ``size`` members of one :class:`Engine`'s shape, trained as one
     vmapped program (compiled once per chunk length and member count).
+
+    With several local devices the member axis is split over them (a
+    ``trial`` mesh axis: 4 GPUs run 4 x K/4 members), using the most devices
+    that divide ``size``; place states with :meth:`place` and data with
+    :meth:`place_data`, and XLA partitions the programs.
 
     Args:
       engine: the shape's engine (its model, optimizer, task and batching).
@@ -112,15 +140,41 @@ class Population:
         each has its own: ``x``, ``y`` and evaluation splits carry a leading
         member axis, as when members' seeds draw different synthetic data
         or splits).
+      devices: the devices to split members over (default: as many local
+        devices as divide ``size``).
     """
 
-    def __init__(self, engine: Engine, size: int, shared_data: bool = True):
+    def __init__(self, engine: Engine, size: int, shared_data: bool = True,
+                 devices: Sequence[jax.Device] | None = None):
         if size < 1:
             raise ValueError(f"a population needs size >= 1, got {size}")
         self.engine, self.size, self.shared_data = engine, size, shared_data
         self._data_axis = None if shared_data else 0
         self.programs = Programs()
         self.traces: dict[str, int] = {}
+        if devices is None:
+            local = jax.local_devices()
+            n = max(d for d in range(1, len(local) + 1) if size % d == 0)
+            devices = local[:n]
+        devices = list(devices)
+        if size % len(devices):
+            raise ValueError(f"a population of {size} cannot be split evenly over "
+                             f"{len(devices)} devices")
+        self.devices = devices
+        self.mesh = jax.sharding.Mesh(np.asarray(devices), ("trial",))
+
+    def place(self, tree: Any, *, members: bool = True) -> Any:
+        """``tree`` on the population's devices: split over them along the
+        leading member axis (``members``), else copied to each."""
+        P = jax.sharding.PartitionSpec   # noqa: N806
+        split = jax.sharding.NamedSharding(self.mesh, P("trial"))
+        copied = jax.sharding.NamedSharding(self.mesh, P())
+        return jax.tree.map(lambda x: jax.device_put(x, split if members else copied), tree)
+
+    def place_data(self, tree: Any) -> Any:
+        """Training or evaluation arrays: copied to every device when
+        members share them, else split with the members."""
+        return self.place(tree, members=not self.shared_data)
 
     def _count(self, name: str) -> None:
         self.traces[name] = self.traces.get(name, 0) + 1
@@ -168,9 +222,11 @@ class Population:
         return run
 
     def train_epoch(self, states: Any, alive: jax.Array, x: jax.Array, y: jax.Array,
-                    shuffle_keys: jax.Array, dropout_keys: jax.Array
+                    shuffle_keys: jax.Array, dropout_keys: jax.Array, *,
+                    steps: int | None = None
                     ) -> tuple[Any, jax.Array, list[dict[str, float]]]:
-        """One epoch of every member (``states`` donated).
+        """One epoch of every member (``states`` donated); with ``steps``,
+        only its first ``steps`` steps (what ``population: auto`` times).
 
         Args:
           states: stacked member states ``[size, ...]``.
@@ -182,8 +238,8 @@ class Population:
           were not alive or diverged during the epoch; ``metrics[i]`` is
           member ``i``'s mean train metrics (NaN when it diverged).
         """
-        e = self.engine
-        steps = e.steps_per_epoch
+        steps = steps or self.engine.steps_per_epoch
+        alive, shuffle_keys, dropout_keys = self.place((alive, shuffle_keys, dropout_keys))
         args = (states, alive, x, y, shuffle_keys, jnp.zeros((), jnp.int32), dropout_keys)
         fn = self.programs.get(("epoch", steps), lambda: self._epoch_fn(steps), args,
                                donate=(0,))
@@ -210,8 +266,130 @@ class Population:
             return jax.tree.map(lambda a, s: jax.lax.dynamic_update_index_in_dim(a, s, i, 0),
                                 states, state)
 
-        args = (states, jnp.asarray(i, jnp.int32), state)
+        args = (states, jnp.asarray(i, jnp.int32), self.place(state, members=False))
         return self.programs.get(("put",), lambda: put, args, donate=(0,))(*args)
+
+
+@dataclasses.dataclass
+class Member:
+    """One member's run inside a population: its config, its keys, its
+    bookkeeping (a :class:`~jaxdl.loop.Book`, which writes its metric rows
+    and checkpoints when it has them) and the state it starts from.
+
+    Attributes:
+      config: the member's config.
+      book: its bookkeeping (``book.loop.epoch`` is its last epoch).
+      state: its starting state (host or device; placed into a slot).
+      tag: the caller's handle (an Optuna trial, an index).
+    """
+
+    config: Config
+    book: Book
+    state: Any
+    tag: Any = None
+
+    def __post_init__(self):
+        keys = run_keys(self.config.seed)
+        self.shuffle_key, self.dropout_key = keys["shuffle"], keys["dropout"]
+
+    @property
+    def loop(self) -> LoopState:
+        return self.book.loop
+
+
+Source = Callable[[], "Member | None"]
+"""``source() -> Member | None``: the next member for a free slot (None:
+none now)."""
+Done = Callable[[Member, Any, float], None]
+"""``done(member, state, seconds)``: a member ended (``member.book.status``
+says how); ``state`` is its last state (host arrays)."""
+
+
+def run(pop: Population, x: Any, y: Any, val: EvalSplit | None, source: Source, done: Done,
+        *, template: Any) -> int:
+    """Train members drawn from ``source`` in ``pop``'s slots until it has
+    none left: each epoch trains every occupied slot, evaluates it, and books
+    each member's epoch; a member that ends (its epochs done, diverged,
+    early-stopped or stopped by its reporter) is handed to ``done`` and its
+    slot refilled from ``source`` before the next epoch, in the same compiled
+    programs.
+
+    Args:
+      pop: the population (its engine and size).
+      x, y, val: training arrays and the validation split (with a leading
+        member axis unless ``pop.shared_data``).
+      template: a state of the members' shape (fills free slots).
+    Returns:
+      The number of population epochs run.
+    """
+    e, k = pop.engine, pop.size
+    slots: list[Member | None] = [None] * k
+    states = pop.place(stack([template] * k))
+    x, y = pop.place_data((x, y))
+    if val is not None:
+        val = EvalSplit(*pop.place_data((val.x, val.y, val.w)), val.n, val.batch)
+    started = [0.0] * k
+    epochs = 0
+    while True:
+        for i in range(k):
+            if slots[i] is None:
+                m = source()
+                if m is not None:
+                    states = pop.put(states, i, m.state)
+                    m.state = None
+                    slots[i], started[i] = m, time.perf_counter()
+        live = [i for i in range(k) if slots[i] is not None]
+        if not live:
+            return epochs
+        alive = jnp.asarray([m is not None for m in slots])
+        shuffle = jnp.stack([jax.random.fold_in(m.shuffle_key, m.loop.epoch + 1)
+                             if m is not None else jax.random.key(0) for m in slots])
+        dropout = jnp.stack([m.dropout_key if m is not None else jax.random.key(0)
+                             for m in slots])
+        t0 = time.perf_counter()
+        states, alive, train_m = pop.train_epoch(states, alive, x, y, shuffle, dropout)
+        t1 = time.perf_counter()
+        val_m = pop.evaluate(states, val) if val is not None else [{}] * k
+        t2 = time.perf_counter()
+        epochs += 1
+        ok = np.asarray(alive)
+        get = _HostCopy(states)
+        for i in live:
+            m = slots[i]
+            loop = m.loop
+            loop.train_seconds += t1 - t0
+            loop.eval_seconds += t2 - t1
+            metrics = dict(train_m[i])
+            if not ok[i]:   # frozen at its last finite state: report the divergence
+                metrics["loss"] = math.nan
+            epoch = loop.epoch + 1
+            evaluated = {"val": val_m[i]} if val is not None else {}
+            stop = m.book.record(epoch, e.steps_per_epoch, metrics, evaluated,
+                                 functools.partial(get, i))
+            if stop or epoch >= m.config.train.epochs:
+                m.book.flush()
+                done(m, get(i), time.perf_counter() - started[i])
+                slots[i] = None
+
+
+class _HostCopy:
+    """Member ``i`` of stacked device states, copied to the host once (on
+    the first member that needs its state) and indexed there."""
+
+    def __init__(self, states: Any):
+        self._states, self._host = states, None
+
+    def __call__(self, i: int) -> Any:
+        return member(self._get(), i)
+
+    def rows(self, rows: slice) -> Any:
+        """Rows ``rows`` of every leaf (an RL member's agents)."""
+        return jax.tree.map(lambda x: x[rows], self._get())
+
+    def _get(self) -> Any:
+        if self._host is None:
+            self._host = jax.device_get(self._states)
+        return self._host
 
 
 @dataclasses.dataclass
@@ -249,7 +427,10 @@ def train(cfgs: Sequence[Config], reporter: Reporter | None = None) -> list[Memb
     Args:
       cfgs: supervised configs that differ only in data fields (learning
         rates and other optimizer numbers, dropout, L2, seed, epochs,
-        patience).
+        patience: :data:`DATA_FIELDS`), or PPO / DQN configs that differ
+        only in :data:`RL_DATA_FIELDS` (learning rate, entropy and value
+        coefficients, clip range, gamma, ...; each member trains its
+        ``rl.seeds`` agents, all members' agents in one vmapped program).
       reporter: optional ``reporter(member, epoch, metrics) -> stop``.
     Returns:
       One :class:`MemberResult` per config, in order.
@@ -260,6 +441,8 @@ def train(cfgs: Sequence[Config], reporter: Reporter | None = None) -> list[Memb
     from jaxdl import experiment
 
     check_same_shape(cfgs)
+    if cfgs[0].algorithm in config_lib.RL_ALGORITHMS:
+        return _train_rl(cfgs, reporter)
     # The seed also draws synthetic data and splits: members with other
     # seeds get their own copies (loaded once per seed).
     loaded: dict[int, data_lib.Dataset] = {}
@@ -271,10 +454,6 @@ def train(cfgs: Sequence[Config], reporter: Reporter | None = None) -> list[Memb
     k = len(cfgs)
     shared = len(loaded) == 1
     pop = Population(engine, k, shared_data=shared)
-    states = stack([experiment.new_state(cfg, engine, ds) for cfg, ds in zip(cfgs, datasets,
-                                                                           strict=True)])
-    keys = [run_keys(cfg.seed) for cfg in cfgs]
-    dropout_keys = jnp.stack([kk["dropout"] for kk in keys])
 
     def arrays(ds: data_lib.Dataset):
         val = engine.put_eval_split(ds.val.x, ds.val.y) if ds.val is not None else None
@@ -290,52 +469,88 @@ def train(cfgs: Sequence[Config], reporter: Reporter | None = None) -> list[Memb
             v0 = per[0][2]
             val = EvalSplit(*(jnp.stack([getattr(p[2], f) for p in per]) for f in "xyw"),
                             v0.n, v0.batch)
-    loops = [LoopState() for _ in cfgs]
-    status: list[str | None] = [None] * k
     histories: list[list[dict[str, float]]] = [[] for _ in cfgs]
-    best_states: list[Any] = [None] * k
-    alive = jnp.ones((k,), bool)
-    for epoch in range(1, max(cfg.train.epochs for cfg in cfgs) + 1):
-        for i, cfg in enumerate(cfgs):
-            if status[i] is None and epoch > cfg.train.epochs:
-                status[i] = "completed"
-        alive = alive & jnp.asarray([s is None for s in status])
-        if not bool(alive.any()):
-            break
-        shuffle = jnp.stack([jax.random.fold_in(kk["shuffle"], epoch) for kk in keys])
-        states, alive, train_m = pop.train_epoch(states, alive, x, y, shuffle, dropout_keys)
-        val_m = pop.evaluate(states, val) if val is not None else [{}] * k
-        host_alive = np.asarray(alive)
-        host_states = None     # fetched once per epoch, when some member improved
-        for i, cfg in enumerate(cfgs):
-            if status[i] is not None:
-                continue
-            metrics = {f"train_{n}": v for n, v in train_m[i].items()}
-            metrics.update({f"val_{n}": v for n, v in val_m[i].items()})
-            histories[i].append(metrics)
-            loop = loops[i]
-            loop.epoch, loop.last_metrics = epoch, metrics
-            loop.steps += engine.steps_per_epoch
-            if not host_alive[i] or not all(math.isfinite(v) for v in metrics.values()):
-                status[i] = "diverged"
-                continue
-            tc = cfg.train
-            value = metrics[tc.monitor]
-            if _improved(value, loop.best_value, config_lib.monitor_mode(tc), tc.min_delta):
-                loop.best_value, loop.best_epoch, loop.wait = value, epoch, 0
-                loop.best_metrics = dict(metrics)
-                if host_states is None:
-                    host_states = jax.device_get(states)
-                best_states[i] = member(host_states, i)
-            else:
-                loop.wait += 1
-            if tc.patience is not None and loop.wait >= tc.patience:
-                status[i] = "early_stopped"
-            elif reporter is not None and reporter(i, epoch, dict(metrics)):
-                status[i] = "stopped"
-    finals = unstack(jax.device_get(states))
+    pending = []
+    for i, (cfg, ds) in enumerate(zip(cfgs, datasets, strict=True)):
+        def report(epoch, metrics, i=i):
+            histories[i].append(dict(metrics))
+            return reporter is not None and bool(reporter(i, epoch, metrics))
+
+        book = Book(cfg, LoopState(), experiment.SupervisedJob.divergence_hint,
+                    reporter=report)
+        pending.append(Member(cfg, book, experiment.new_state(cfg, engine, ds), tag=i))
+    template = pending[0].state
+    finals: list[Any] = [None] * k
+    run(pop, x, y, val, lambda: pending.pop(0) if pending else None,
+        lambda m, state, seconds: finals.__setitem__(m.tag, (m, state)), template=template)
     by_split = experiment._by_split
-    return [MemberResult(cfg, status[i] or "completed", histories[i],
-                         by_split(loops[i].best_metrics), by_split(loops[i].last_metrics),
-                         loops[i].best_epoch, finals[i], best_states[i])
-            for i, cfg in enumerate(cfgs)]
+    out = []
+    for i, cfg in enumerate(cfgs):
+        m, state = finals[i]
+        loop = m.loop
+        out.append(MemberResult(cfg, m.book.status, histories[i], by_split(loop.best_metrics),
+                                by_split(loop.last_metrics), loop.best_epoch, state,
+                                m.book.best_state))
+    return out
+
+
+def _train_rl(cfgs: Sequence[Config], reporter: Reporter | None) -> list[MemberResult]:
+    """PPO / DQN members: member ``i``'s ``rl.seeds`` agents are rows
+    ``i * seeds ...`` of one vmapped program, initialised and evaluated with
+    the keys its own run would use. A member that stops (early stopping, its
+    reporter, divergence) keeps its state at that chunk; its rows go on
+    computing unread until the others end."""
+    from jaxdl import experiment, rl_run
+
+    m_count, seeds = len(cfgs), cfgs[0].rl.seeds
+    jobs = [rl_run.RLJob(cfg, log=lambda line: None) for cfg in cfgs]
+    program = rl_run.build_program(cfgs[0].replace({"rl.seeds": m_count * seeds}))
+    state = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[job.new_state() for job in jobs])
+    episodes = cfgs[0].rl.eval_episodes
+    eval_keys = jnp.stack([jax.random.fold_in(rl_run.val_key(cfg), j)
+                           for cfg in cfgs for j in range(seeds)])
+    chunks = jobs[0].chunks
+    program.compile(state, chunks, episodes)
+    histories: list[list[dict[str, float]]] = [[] for _ in cfgs]
+    books, lasts = [], [{} for _ in cfgs]
+    for i, (cfg, job) in enumerate(zip(cfgs, jobs, strict=True)):
+        def report(epoch, metrics, i=i):
+            histories[i].append(dict(metrics))
+            return reporter is not None and bool(reporter(i, epoch, metrics))
+
+        books.append(Book(cfg, LoopState(), job.divergence_hint, reporter=report))
+    finals: list[Any] = [None] * m_count
+    for epoch, n in enumerate(chunks, start=1):
+        live = [i for i in range(m_count) if finals[i] is None]
+        if not live:
+            break
+        t0 = time.perf_counter()
+        state, m = program.run(state, n)
+        m = jax.device_get(m)
+        t1 = time.perf_counter()
+        returns = lengths = None
+        if episodes:
+            returns, lengths = program.evaluate_keys(state, eval_keys, episodes)
+        t2 = time.perf_counter()
+        get = _HostCopy(state)
+        for i in live:
+            rows = slice(i * seeds, (i + 1) * seeds)
+            train_m = rl_run._chunk_metrics({k: v[rows] for k, v in m.items()}, lasts[i])
+            train_m["steps_per_second"] = seeds * jobs[i].epoch_steps(epoch) / (t1 - t0)
+            evaluated = ({"val": rl_run._return_metrics(returns[rows], lengths[rows])}
+                         if episodes else {})
+            book = books[i]
+            book.loop.train_seconds += t1 - t0
+            book.loop.eval_seconds += t2 - t1
+            stop = book.record(epoch, jobs[i].epoch_steps(epoch), train_m, evaluated,
+                               functools.partial(get.rows, rows))
+            if stop or epoch == len(chunks):
+                finals[i] = get.rows(rows)
+    by_split = experiment._by_split
+    out = []
+    for i, cfg in enumerate(cfgs):
+        loop = books[i].loop
+        out.append(MemberResult(cfg, books[i].status, histories[i],
+                                by_split(loop.best_metrics), by_split(loop.last_metrics),
+                                loop.best_epoch, finals[i], books[i].best_state))
+    return out

@@ -129,20 +129,25 @@ class AgentProgram:
                                donate=(0,))
         return fn(state)
 
-    def _evaluate_fn(self, state, key: jax.Array, episodes: int):
+    def _evaluate_fn(self, state, keys: jax.Array, episodes: int):
         def make():
             return jax.vmap(lambda s, k: self.agent.evaluate(s, k, episodes))
 
-        # Agent i's episodes depend on i only, not on how many agents there are.
-        keys = jnp.stack([jax.random.fold_in(key, i) for i in range(self.seeds)])
-        return self.programs.get(("evaluate", episodes), make, (state, keys)), keys
+        return self.programs.get(("evaluate", episodes), make, (state, keys))
 
     def evaluate(self, state, key: jax.Array, episodes: int) -> tuple[np.ndarray, np.ndarray]:
         """``(returns, lengths)`` ``[seeds, episodes]``: each agent's greedy
         policy on ``episodes`` fresh episodes (agent ``i``'s from ``key``
-        folded with ``i``)."""
-        fn, keys = self._evaluate_fn(state, key, episodes)
-        returns, lengths = fn(state, keys)
+        folded with ``i``: they depend on ``i`` only, not on how many agents
+        there are)."""
+        n = jax.tree.leaves(state)[0].shape[0]
+        return self.evaluate_keys(state, jnp.stack([jax.random.fold_in(key, i)
+                                                    for i in range(n)]), episodes)
+
+    def evaluate_keys(self, state, keys: jax.Array, episodes: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`evaluate`, with agent ``i``'s episode key ``keys[i]``."""
+        returns, lengths = self._evaluate_fn(state, keys, episodes)(state, keys)
         return np.asarray(returns), np.asarray(lengths)
 
     def compile(self, state, chunk_lengths: list[int], eval_episodes: int) -> None:
@@ -150,7 +155,8 @@ class AgentProgram:
         for n in sorted(set(chunk_lengths)):
             self.programs.get(("run", n), lambda n=n: self._run_fn(n), (state,), donate=(0,))
         if eval_episodes:
-            self._evaluate_fn(state, jax.random.key(0), eval_episodes)
+            n = jax.tree.leaves(state)[0].shape[0]
+            self._evaluate_fn(state, jax.random.split(jax.random.key(0), n), eval_episodes)
 
     def random_returns(self, key: jax.Array, episodes: int) -> np.ndarray:
         """Returns ``[episodes]`` of a uniformly random policy."""
@@ -179,6 +185,11 @@ def test_key(cfg: Config) -> jax.Array:
     """The key of a run's test episodes (``jaxdl eval`` without ``--seed``
     plays the same episodes)."""
     return jax.random.fold_in(jax.random.key(cfg.seed), 6)
+
+
+def val_key(cfg: Config) -> jax.Array:
+    """The key of a run's evaluation episodes after each chunk."""
+    return jax.random.fold_in(jax.random.key(cfg.seed), 5)
 
 
 def agent_keys(cfg: Config) -> list[jax.Array]:
@@ -259,7 +270,7 @@ class RLJob:
             "ppo": "try a lower ppo.learning_rate or ppo.max_grad_norm",
             "dqn": "try a lower dqn.learning_rate, a larger dqn.target_every or dqn.loss "
                    "mse"}[cfg.algorithm]
-        self._val_key = jax.random.fold_in(jax.random.key(cfg.seed), 5)
+        self._val_key = val_key(cfg)
         self._test_key = test_key(cfg)
         self._tested = None
         self._last: dict[str, np.ndarray] = {}   # each agent's last chunk return / length

@@ -12,6 +12,7 @@ import jaxdl
 from jaxdl import config, population
 from jaxdl.errors import ConfigError
 from tests.helpers import spiral_cfg
+from tests.rl.test_rl_run import tiny_ppo
 
 
 def cfgs(*overrides):
@@ -87,5 +88,98 @@ def test_configs_of_different_shapes_are_a_clear_error():
         population.train(cfgs({}, {"model.width": 64}))
     with pytest.raises(ConfigError, match="optim.name: 'adam' in config 0, 'sgd' in config 2"):
         population.check_same_shape(cfgs({}, {"seed": 3}, {"optim.name": "sgd"}))
-    with pytest.raises(ConfigError, match="config 1 is ppo; populations train supervised"):
+    with pytest.raises(ConfigError, match="config 1 is ppo, config 0 supervised; a population "
+                                          "trains one algorithm"):
         population.check_same_shape([cfgs({})[0], config.from_dict({"algorithm": "ppo"})])
+    with pytest.raises(ConfigError, match=r"rl.width: 16 in config 0, 32 in config 1 \(a shape"):
+        population.check_same_shape([tiny_ppo(), tiny_ppo(**{"rl.width": 32})])
+
+
+def test_ppo_members_equal_their_runs_alone(tmp_path):
+    """Learning rate, entropy coefficient and clip range per member: each
+    member's agents match its own 2-agent run."""
+    members = [tiny_ppo(), tiny_ppo(**{"ppo.learning_rate": 3e-3, "ppo.ent_coef": 0.05,
+                                       "ppo.clip_eps": 0.1, "seed": 4})]
+    population.check_same_shape(members)
+    seen = []
+    results = population.train(members, lambda i, epoch, m: seen.append((i, epoch)) or False)
+    assert sorted(seen) == [(i, e) for i in range(2) for e in (1, 2, 3)]
+    for cfg, res in zip(members, results, strict=True):
+        alone = jaxdl.run(cfg, workdir=tmp_path / f"alone-{cfg.seed}", quiet=True)
+        assert res.status == alone.status == "completed"
+        for k, v in alone.summary["final"]["val"].items():
+            assert res.final["val"][k] == pytest.approx(v, rel=1e-4, abs=1e-4), k
+        for k in ("policy_loss", "value_loss", "entropy"):
+            assert res.final["train"][k] == pytest.approx(alone.summary["final"]["train"][k],
+                                                          rel=1e-3, abs=1e-5), k
+        np.testing.assert_allclose(
+            jax.tree.leaves(res.state.params)[0],
+            jax.tree.leaves(jax.device_get(alone.state).params)[0], rtol=1e-4, atol=1e-5)
+    # The members really trained differently.
+    assert results[0].final["train"]["entropy"] != results[1].final["train"]["entropy"]
+
+
+def _cnn(mnist_dir):
+    return config.load("experiments/mnist_cnn.yaml", [
+        "train.epochs=1", "train.progress=false", "data.train_limit=512",
+        "data.val_fraction=0.25", "train.eval_batch_size=500", "model.channels=[4,8]",
+        "model.dense=[16]", "checkpoint.enabled=false", "train.batch_size=64"])
+
+
+def _lstm(shakespeare_dir):
+    from tests.test_sequence import lm_cfg
+
+    return lm_cfg(**{"checkpoint.enabled": False})
+
+
+@pytest.mark.parametrize("make,fixture", [(_cnn, "mnist_dir"), (_lstm, "shakespeare_dir")])
+def test_cnn_and_lstm_members_equal_their_runs_alone(tmp_path, request, make, fixture):
+    base = make(request.getfixturevalue(fixture))
+    members = [base, base.replace({"optim.learning_rate": base.optim.learning_rate / 3})]
+    results = population.train(members)
+    for i, (cfg, res) in enumerate(zip(members, results, strict=True)):
+        alone = jaxdl.run(cfg, workdir=tmp_path / f"alone-{i}", quiet=True)
+        for k, v in alone.summary["final"]["val"].items():
+            assert res.final["val"][k] == pytest.approx(v, rel=1e-4, abs=1e-5), (k, i)
+    assert results[0].final["train"]["loss"] != results[1].final["train"]["loss"]
+
+
+_SHARDED = r"""
+import json, os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax
+sys.path.insert(0, os.getcwd())
+from jaxdl import data, experiment, population
+from tests.test_population import sharded_cfgs
+
+cfgs = sharded_cfgs()
+res = population.train(cfgs)
+cfg = cfgs[0]
+ds = data.load(cfg.data, cfg.seed)
+pop = population.Population(experiment.build_engine(cfg, ds), 4)
+states = pop.place(population.stack([experiment.new_state(c, pop.engine, ds) for c in cfgs]))
+leaf = jax.tree.leaves(states.params)[0]
+print(json.dumps({"devices": len(pop.devices), "shards": len(leaf.addressable_shards),
+                  "shard_rows": leaf.addressable_shards[0].data.shape[0],
+                  "val": [r.final["val"]["accuracy"] for r in res],
+                  "loss": [r.final["train"]["loss"] for r in res]}))
+"""
+
+
+def sharded_cfgs():
+    return cfgs(*({"optim.learning_rate": lr} for lr in (0.003, 0.01, 0.03, 0.05)))
+
+
+def test_members_split_over_four_devices_equal_one_device():
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _SHARDED], capture_output=True, text=True,
+                         timeout=600, cwd=str(__import__("tests.helpers").helpers.REPO))
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["devices"] == 4 and got["shards"] == 4 and got["shard_rows"] == 1
+    one = population.train(sharded_cfgs())        # this process: one CPU device
+    assert got["val"] == pytest.approx([r.final["val"]["accuracy"] for r in one], abs=1e-6)
+    assert got["loss"] == pytest.approx([r.final["train"]["loss"] for r in one], rel=1e-5)

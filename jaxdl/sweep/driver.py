@@ -257,6 +257,28 @@ def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
             raise current.pop("abort")
 
 
+def _populations(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
+                 deadline: float | None, display: _Display | None, verbose: bool,
+                 record: dict[str, Any]) -> str | None:
+    """Run the sweep's trials in populations (``jaxdl.sweep.population``);
+    None when ``population: auto`` measured that one trial at a time is
+    fastest (the plain loop then runs the rest). ``record`` gets the
+    figures for ``sweep.json``."""
+    from jaxdl.sweep.population import PopulationSweep
+
+    sweep = PopulationSweep(
+        spec, study, objective, size=spec.population, deadline=deadline,
+        on_trial=display.trial_done if display is not None else None,
+        on_epoch=display.epoch_done if display is not None else None,
+        note=display.note if display is not None else None, verbose=verbose)
+    try:
+        return sweep.run()
+    finally:
+        record.update({"population": sweep.size, "groups": len(sweep.groups),
+                       "compiled_shapes": sweep.compiled_shapes,
+                       **({"auto_rates": sweep.rates} if sweep.rates else {})})
+
+
 # ------------------------------------------------------------------ display
 
 
@@ -285,6 +307,7 @@ class _Display:
         self.seen = {t.number for t in trials if t.state.is_finished()}
         self.epoch: dict[int, tuple[int, int]] = {}
         self.bar = None
+        self._drawn = 0.0
         if quiet:
             return
         c = _counts(trials)
@@ -308,8 +331,13 @@ class _Display:
             self._print(line)
 
     def epoch_done(self, number: int, epoch: int, epochs: int, value: float) -> None:
-        self.epoch = {number: (epoch, epochs)}
-        self.refresh()
+        self.epoch[number] = (epoch, epochs)
+        # Only a bar shows epochs, and it need not be redrawn more than a few
+        # times a second (each redraw reads the storage).
+        now = time.monotonic()
+        if self.bar is not None and now - self._drawn >= 0.5:
+            self._drawn = now
+            self.refresh()
 
     def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.epoch.pop(trial.number, None)
@@ -424,7 +452,12 @@ def _worker_main(spec: SweepSpec, index: int, env: dict[str, str], deadline: flo
     try:
         study = open_study(spec, worker=index, create=False)
         objective = Objective(spec, verbose=verbose)
-        _worker_loop(spec, study, objective, deadline=deadline, progress=None)
+        why = None
+        if spec.population != 1:
+            why = _populations(spec, study, objective, deadline=deadline, display=None,
+                               verbose=verbose, record={})
+        if why is None:
+            _worker_loop(spec, study, objective, deadline=deadline, progress=None)
     except KeyboardInterrupt:
         sys.exit(130)
     except JaxdlError as e:
@@ -484,18 +517,26 @@ def run(spec: SweepSpec, *, verbose: bool = False, progress: bool | None = None,
     display = _Display(spec, study, tty=progress, quiet=quiet)
     deadline = t0 + spec.budget.timeout if spec.budget.timeout else None
     why = "interrupted"
+    pop_record: dict[str, Any] = {}
     try:
         if spec.workers == 1:
             _enable_cache(spec)
             objective = Objective(spec, verbose=verbose and not quiet,
                                   on_epoch=display.epoch_done)
-            why = _worker_loop(spec, study, objective, deadline=deadline, progress=display)
+            why = None
+            if spec.population != 1:
+                why = _populations(spec, study, objective, deadline=deadline,
+                                   display=display, verbose=verbose and not quiet,
+                                   record=pop_record)
+            if why is None:
+                why = _worker_loop(spec, study, objective, deadline=deadline,
+                                   progress=display)
         else:
             why = _run_workers(spec, study, display, deadline, verbose and not quiet)
     finally:
         optuna.logging.set_verbosity(verbosity)
         display.close()
-        s = _record_session(spec, study, t0, before, why)
+        s = _record_session(spec, study, t0, before, why, pop_record)
     if not quiet:
         print(f"sweep {spec.name}: {why}")
         if s["trials"]:
@@ -503,6 +544,9 @@ def run(spec: SweepSpec, *, verbose: bool = False, progress: bool | None = None,
             print(f"this run: {s['trials']} trials, {s['epochs']} epochs in "
                   f"{s['wall_seconds']:.0f} s; compile {s['compile_seconds']:.1f} s = "
                   f"{100 * s['compile_fraction']:.1f} % of {of}")
+            if "groups" in s:
+                print(f"populations of {s['population']}: {s['groups']} shape groups, "
+                      f"{s['compiled_shapes']} distinct shapes compiled")
     if report:
         from jaxdl.sweep.reporting import report as write_report
 
@@ -560,12 +604,13 @@ def _write_study_files(spec: SweepSpec, info: storage_lib.StorageInfo) -> None:
 
 
 def _record_session(spec: SweepSpec, study: optuna.Study, t0: float, before: set[int],
-                    why: str) -> dict[str, Any]:
+                    why: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Append this invocation's figures to ``sweep.json`` (wall time, trials
     and epochs run, compile time as a fraction of worker time) and return them.
 
     Args:
       before: numbers of the trials the study held when this run started.
+      extra: more figures (a population sweep's groups and compiled shapes).
     """
     wall = time.time() - t0
     trials = [t for t in study.get_trials(deepcopy=False)
@@ -579,6 +624,7 @@ def _record_session(spec: SweepSpec, study: optuna.Study, t0: float, before: set
                "compile_seconds": round(compile_s, 2),
                "compile_fraction": round(compile_s / max(wall * spec.workers, 1e-9), 4),
                "ended": why}
+    session.update(extra or {})
     meta_path = spec.directory / "sweep.json"
     meta = _read_json(meta_path)
     meta.setdefault("sessions", []).append(session)

@@ -30,7 +30,7 @@ from jaxdl.sweep import space as space_lib
 from jaxdl.sweep import storage as storage_lib
 from jaxdl.sweep.spec import SweepSpec
 
-__all__ = ["Objective", "trial_value"]
+__all__ = ["Objective", "may_prune", "trial_value"]
 
 EpochHook = Callable[[int, int, int, float], None]
 """``hook(trial_number, epoch, epochs, value)`` after each reported epoch."""
@@ -41,6 +41,25 @@ def trial_value(summary: Mapping[str, Any], metric: str, which: str) -> float:
     split, _, name = metric.partition("_")
     table = summary["best" if which == "best" else "final"]
     return float(table.get(split, {}).get(name, math.nan))   # NaN: never measured
+
+
+def may_prune(spec: SweepSpec, step: int, previous: int | None) -> bool:
+    """False where the spec's pruner cannot prune at ``step`` (``previous``:
+    the trial's last reported step): no pruner, or a median/percentile
+    pruner's warm-up or a step that is not the first of its interval. Such
+    steps skip ``trial.should_prune()`` and the storage reads it makes;
+    the decision is Optuna's own rule
+    (``optuna.pruners._percentile._is_first_in_interval_step``)."""
+    pc = spec.pruner
+    if pc.name == "none":
+        return False
+    if pc.name not in ("median", "percentile"):
+        return True
+    if step < pc.n_warmup_steps:
+        return False
+    nearest = (step - pc.n_warmup_steps) // pc.interval_steps * pc.interval_steps + \
+        pc.n_warmup_steps
+    return (previous if previous is not None else -1) < nearest
 
 
 class Objective:
@@ -102,6 +121,7 @@ class Objective:
             trial.set_user_attr("pid", os.getpid())
             trial.set_user_attr("fingerprint", config_lib.fingerprint(cfg))
             metric, epochs = spec.metric, cfg.train.epochs
+            last = {"step": None}
 
             def reporter(epoch: int, metrics: Mapping[str, float]) -> bool:
                 if metric not in metrics:    # not measured this epoch (an RL chunk
@@ -114,7 +134,8 @@ class Objective:
                     trial.report(value, epoch)
                 if self.on_epoch is not None:
                     self.on_epoch(trial.number, epoch, epochs, value)
-                return trial.should_prune()
+                previous, last["step"] = last["step"], epoch
+                return may_prune(spec, epoch, previous) and trial.should_prune()
 
             result = experiment.run(cfg, workdir=run_dir, resume=resume, reporter=reporter,
                                     progress=False, quiet=not self.verbose)

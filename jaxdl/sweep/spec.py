@@ -166,7 +166,7 @@ _SECTIONS = {"objective": ObjectiveConfig, "sampler": SamplerConfig, "pruner": P
 _BASE_KEYS = ("seed", "algorithm", "data", "model", "optim", "train", "checkpoint", "gan", "rl",
               "ppo", "dqn")
 _TOP = ("name", "base", "set", "space", "objective", "sampler", "pruner", "budget", "storage",
-        "study_dir", "workers", "keep_all", "heartbeat")
+        "study_dir", "workers", "keep_all", "heartbeat", "population")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +184,11 @@ class SweepSpec:
         live; None = ``studies/<name>``.
       workers: worker processes on this machine.
       keep_all: keep every trial's checkpoints (default: only the best trial's).
+      population: trials of one shape trained side by side as one vmapped
+        program (``jaxdl.sweep.population``): 1 (one trial at a time), an
+        integer K, or ``auto`` (the size with the best measured throughput).
+      group_trials: trials a shape group admits before the next group opens
+        (None: 2 x population).
       source: the file the spec came from.
       base_source: the base config's file (or ``<inline>``).
     """
@@ -200,6 +205,8 @@ class SweepSpec:
     study_dir: str | None = None
     workers: int = 1
     keep_all: bool = False
+    population: int | str = 1
+    group_trials: int | None = None
     source: str = "<dict>"
     base_source: str = "<inline>"
 
@@ -276,6 +283,10 @@ class SweepSpec:
             out[name] = config_lib.to_dict(getattr(self, name))
         out.update(storage=self.storage, study_dir=self.study_dir, workers=self.workers,
                    keep_all=self.keep_all)
+        if self.group_trials is not None:
+            out["population"] = {"size": self.population, "group_trials": self.group_trials}
+        elif self.population != 1:
+            out["population"] = self.population
         return out
 
     def to_record(self) -> dict[str, Any]:
@@ -395,6 +406,7 @@ def from_dict(tree: Any, source: str = "<dict>", base_dir: str | Path | None = "
     keep_all = tree.get("keep_all", False)
     if not isinstance(keep_all, bool):
         problems.append(f"keep_all: expected true or false, got {keep_all!r}")
+    population, group_trials = _population(tree.get("population", 1), problems)
 
     # The search space, checked against the base config.
     params: list[Param] = []
@@ -420,12 +432,37 @@ def from_dict(tree: Any, source: str = "<dict>", base_dir: str | Path | None = "
         raise ConfigError(problems, source)
 
     spec = SweepSpec(name=name, base=base, space=tuple(params), storage=storage,
-                     study_dir=study_dir, workers=workers, keep_all=keep_all, source=source,
+                     study_dir=study_dir, workers=workers, keep_all=keep_all,
+                     population=population, group_trials=group_trials, source=source,
                      base_source=base_source, **sections)
     problems += _cross_check(spec)
     if problems:
         raise ConfigError(problems, source)
     return spec
+
+
+def _population(value: Any, problems: list[str]) -> tuple[int | str, int | None]:
+    """``population: 8``, ``auto`` or ``{size: 8, group_trials: 16}``."""
+    group = None
+    if isinstance(value, Mapping):
+        for key in value:
+            if key not in ("size", "group_trials"):
+                problems.append(_unknown_key(key, ("size", "group_trials"), f"population.{key}"))
+        group = value.get("group_trials")
+        if group is not None and (isinstance(group, bool) or not isinstance(group, int)
+                                  or group < 1):
+            problems.append(f"population.group_trials: must be an integer >= 1 or null, got "
+                            f"{group!r}")
+            group = None
+        value = value.get("size", 1)
+    if value == "auto":
+        return value, group
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        problems.append(f"population: must be an integer >= 1 or auto, got {value!r}")
+        return 1, None
+    return value, group
 
 
 def _cross_check(spec: SweepSpec) -> list[str]:
@@ -463,6 +500,13 @@ def _cross_check(spec: SweepSpec) -> list[str]:
         problems.append("sampler.name: cmaes cannot sample categorical params "
                         f"({', '.join(p.key for p in spec.space if p.kind == 'categorical')}); "
                         "use tpe, or int/float distributions")
+    if spec.population != 1:
+        if spec.base.algorithm != "supervised":
+            problems.append(f"population: trains supervised models; this sweep's algorithm is "
+                            f"{spec.base.algorithm} (use population: 1)")
+        if spec.sampler.name == "grid":
+            problems.append("population: fills a shape group's slots with trials the sampler "
+                            "proposes; a grid sampler cannot (use population: 1)")
     if spec.pruner.name == "hyperband" and spec.pruner.max_resource is not None and \
             spec.pruner.max_resource > spec.base.train.epochs:
         problems.append(f"pruner.max_resource: {spec.pruner.max_resource} is more than the "

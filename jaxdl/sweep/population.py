@@ -1,0 +1,569 @@
+"""Population sweeps: ``population: K`` in a sweep spec (``jaxdl sweep SPEC
+--population K``) trains up to K trials of one shape side by side, as one
+vmapped program (:mod:`jaxdl.population`).
+
+Every trial is still an ordinary Optuna trial: its params, one intermediate
+value per epoch, its pruning decision, its value or pruned state, its run
+directory (``config.yaml``, ``metrics.jsonl``, checkpoints, ``summary.json``,
+``curves.png``) and the same user attrs as a plain sweep's, plus
+``population`` (size, slot, group).
+
+How trials are grouped:
+
+* A *shape group* opens with a trial the sampler proposes freely. Its
+  *shape* is every config field that is not data in the compiled program
+  (depth, width, batch size, activation, optimizer name, ...; see
+  :data:`jaxdl.population.DATA_FIELDS`), plus the seed, which draws the data
+  the members share.
+* The group's other slots, and each slot freed by a member that finished or
+  was pruned, get trials asked with the shape parameters fixed
+  (:class:`optuna.samplers.PartialFixedSampler`); the sampler proposes the
+  rest (learning rate, dropout, ...). Nothing recompiles.
+* After ``group_trials`` trials (default 2 x K) the group takes no more; when
+  its last member ends, the next free proposal opens the next group. A
+  re-queued trial (its worker died) with another shape also waits for the
+  next group, and resumes from its checkpoint there.
+* The population is ``min(K, remaining budget)`` wide; a shape compiled
+  before reuses its programs, so a sweep compiles once per distinct shape.
+
+``population: auto`` times up to 32 training steps (a whole epoch when
+shorter) at population sizes 1, 2, 4 and 8 on the first shape and keeps the
+size with the most member-steps per second; if that is 1, the sweep runs
+plainly (one trial at a time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import socket
+import time
+import types
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optuna
+from optuna.trial import TrialState
+
+from jaxdl import config as config_lib
+from jaxdl import experiment
+from jaxdl import population as pop_lib
+from jaxdl.config import Config
+from jaxdl.errors import DataError
+from jaxdl.loop import Book
+from jaxdl.sweep import space as space_lib
+from jaxdl.sweep import storage as storage_lib
+from jaxdl.sweep.objective import Objective, may_prune, trial_value
+from jaxdl.sweep.reporting import counts as _counts
+from jaxdl.sweep.spec import SweepSpec
+
+__all__ = ["AUTO_MAX", "PopulationSweep", "choose_size", "shape_key", "shape_params"]
+
+AUTO_MAX = 8
+_POLL_SECONDS = 1.0
+
+
+def shape_key(cfg: Config) -> str:
+    """What a population's members must share: every config field that is not
+    data in the compiled program, and the seed (it draws the shared data)."""
+    flat = config_lib.flatten(config_lib.to_dict(cfg))
+    data = set(pop_lib.DATA_FIELDS) - {"seed"}
+    return json.dumps({k: v for k, v in flat.items() if k not in data}, sort_keys=True,
+                      default=str)
+
+
+def shape_params(spec: SweepSpec) -> list[str]:
+    """The searched keys that set a shape (fixed within a group)."""
+    data = set(pop_lib.DATA_FIELDS) - {"seed"}
+    return [p.key for p in spec.space if p.key not in data]
+
+
+@dataclasses.dataclass
+class _Ask:
+    trial: optuna.Trial
+    cfg: Config
+
+
+@dataclasses.dataclass
+class _Live:
+    trial: optuna.Trial
+    opened: experiment.OpenedRun
+    t0: float
+    group: int
+    slot_size: int
+
+
+class _CompletedView:
+    """What a median or percentile pruner reads of a study: its direction
+    and its completed trials (a snapshot)."""
+
+    def __init__(self, direction, trials, tells: int, read_at: float):
+        self.direction, self.directions = direction, [direction]
+        self._trials, self.tells, self.read_at = trials, tells, read_at
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        return [t for t in self._trials if states is None or t.state in states]
+
+
+class _Shape:
+    """A shape's job (data, engine, test split) and its populations by size."""
+
+    def __init__(self, cfg: Config):
+        self.job = experiment.SupervisedJob(cfg)
+        self.pops: dict[int, pop_lib.Population] = {}
+        self.charged = 0.0   # compile seconds already attributed to trials
+
+    def population(self, size: int) -> pop_lib.Population:
+        """A population at least ``size`` wide (one compiled before, if any)."""
+        fits = [k for k in self.pops if k >= size]
+        if fits:
+            return self.pops[min(fits)]
+        pop = self.pops[size] = pop_lib.Population(self.job.engine, size)
+        return pop
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.job.engine.compile_seconds + sum(p.compile_seconds
+                                                     for p in self.pops.values())
+
+
+def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
+                steps: int = 32) -> tuple[int, dict[int, float], dict[int, pop_lib.Population]]:
+    """The population size with the most member-steps per second, timed on
+    ``min(steps, an epoch)`` training steps (best of 3, after a warm-up
+    call that compiles) of copies of ``state`` at each size.
+
+    Returns:
+      ``(size, {size: member-steps per second}, {size: population})``: when
+      the probe is a whole epoch, the populations hold the compiled epoch
+      programs a sweep goes on with.
+    """
+    engine = job.engine
+    steps = max(1, min(steps, engine.steps_per_epoch))
+    rate, pops = {}, {}
+    for k in sizes:
+        pop = pops[k] = pop_lib.Population(engine, k)
+        keys = jnp.stack([jax.random.key(i) for i in range(k)])
+        alive = jnp.ones((k,), bool)
+        states = pop_lib.stack([state] * k)
+        best = math.inf
+        for rep in range(4):
+            t0 = time.perf_counter()
+            states, _, _ = pop.train_epoch(states, alive, job._x, job._y, keys, keys,
+                                           steps=steps)
+            jax.block_until_ready(states)
+            if rep:
+                best = min(best, time.perf_counter() - t0)
+        rate[k] = k * steps / best
+    return max(rate, key=lambda k: rate[k]), rate, pops
+
+
+class PopulationSweep:
+    """Runs a study's trials in populations until the budget, the deadline
+    or the failure limit (the population counterpart of the plain sweep's
+    worker loop; see the module docstring).
+
+    Args:
+      spec: the sweep.
+      study: the opened study.
+      size: members per population (an integer >= 2), or ``"auto"``.
+      objective: the plain sweep's objective (run directories, cleanup).
+      deadline: ``time.time()`` after which no trial starts.
+      on_trial: called with each finished trial (the display).
+      on_epoch: ``hook(trial_number, epoch, epochs, value)`` per reported epoch.
+      note: where one-line notices go (the display).
+      verbose: print each trial's summary line.
+    """
+
+    def __init__(self, spec: SweepSpec, study: optuna.Study, objective: Objective, *,
+                 size: int | str, deadline: float | None = None,
+                 on_trial: Callable[[optuna.Study, Any], None] | None = None,
+                 on_epoch: Callable[[int, int, int, float], None] | None = None,
+                 note: Callable[[str], None] | None = None, verbose: bool = False):
+        self.spec, self.study, self.objective = spec, study, objective
+        self.size, self.deadline = size, deadline
+        self.on_trial, self.on_epoch, self.verbose = on_trial, on_epoch, verbose
+        self.note = note or (lambda s: None)
+        self.info = storage_lib.resolve(spec.storage, spec.directory)
+        self.budget = _budget(spec)
+        self.max_failed = spec.budget.max_failed or self.budget
+        self.heartbeat = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
+        self.shapes: OrderedDict[str, _Shape] = OrderedDict()
+        self.pending: list[_Ask] = []
+        self.live: dict[int, _Live] = {}
+        self.groups: list[dict[str, Any]] = []
+        self.fixed_keys = shape_params(spec)
+        self._compiled: set[str] = set()
+        self._tells = 0
+        self._view: _CompletedView | None = None
+        self.auto = size == "auto"
+        self.rates: dict[int, float] = {}   # auto: member-steps per second by size
+        if self.auto:
+            self.size = AUTO_MAX
+
+    # ---------------------------------------------------------------- asking
+
+    def _ask(self, fixed: Mapping[str, Any] | None) -> tuple[_Ask | None, str | None, bool]:
+        """A new trial (shape params ``fixed``), or why not: ``(ask, why,
+        wait)``; ``why`` ends the sweep, ``wait`` means other workers hold the
+        rest of the budget."""
+        while True:
+            with storage_lib.budget_lock(self.info, self.spec.name):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(self.study)
+                trials = self.study.get_trials(deepcopy=False)
+                c = _counts(trials)
+                errors = sum(t.state == TrialState.FAIL and "error" in t.user_attrs
+                             for t in trials)
+                running = c["running"] if self.heartbeat else \
+                    len(self.live) + len(self.pending)
+                budget = self.budget
+                if budget is not None and c["finished"] >= budget:
+                    return None, (f"the study holds {c['finished']} finished trials "
+                                  f"(budget {budget})"), False
+                if self.max_failed is not None and errors >= self.max_failed and \
+                        c["waiting"] == 0:
+                    return None, (f"{errors} trials failed (budget.max_failed "
+                                  f"{self.max_failed}); see their errors with jaxdl report"), \
+                        False
+                if self.deadline is not None and time.time() >= self.deadline:
+                    return None, f"timeout of {self.spec.budget.timeout:g} s reached", False
+                if budget is not None and c["finished"] + running >= budget and \
+                        c["waiting"] == 0:
+                    return None, None, True
+                sampler = self.study.sampler
+                if fixed:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                        self.study.sampler = optuna.samplers.PartialFixedSampler(
+                            dict(fixed), sampler)
+                # A trial samples when its params are suggested: the fixing
+                # sampler stays in place until then.
+                try:
+                    with warnings.catch_warnings():
+                        # Optuna's heartbeat thread belongs to study.optimize;
+                        # this driver records each member's heartbeat itself.
+                        warnings.filterwarnings("ignore", "Heartbeat of storage")
+                        trial = self.study.ask()
+                    try:
+                        cfg = self.spec.trial_config(space_lib.suggest(trial, self.spec.space))
+                    except Exception as e:  # noqa: BLE001 - a bad proposal fails its trial
+                        cfg = e
+                finally:
+                    self.study.sampler = sampler
+            if isinstance(cfg, Exception):
+                self._fail(trial, cfg)
+                continue
+            return _Ask(trial, cfg), None, False
+
+    def _remaining(self) -> int:
+        """Trials the budget still allows beyond the running ones."""
+        if self.budget is None:
+            return self.size
+        c = _counts(self.study.get_trials(deepcopy=False))
+        return max(1, self.budget - c["finished"] - c["running"] + 1)
+
+    # --------------------------------------------------------------- members
+
+    def _start(self, ask: _Ask, shape: _Shape, group: int, size: int
+               ) -> pop_lib.Member | None:
+        """Open the trial's run directory (resuming a re-queued trial's
+        checkpoint) and make its member; None if it failed or had already
+        ended."""
+        trial, cfg = ask.trial, ask.cfg
+        t0 = time.perf_counter()
+        try:
+            inherited = trial.user_attrs.get("run_dir")
+            if inherited and (Path(inherited) / "checkpoints").is_dir() and \
+                    trial.user_attrs.get("host") == socket.gethostname():
+                run_dir, resume = Path(inherited), True
+            else:
+                run_dir, resume = self.objective.run_dir(trial.number,
+                                                         trial.study.study_name), False
+                k = 1
+                while run_dir.exists():
+                    k += 1
+                    run_dir = run_dir.with_name(f"trial-{trial.number:04d}-{k}")
+            for key, value in {"run_dir": str(run_dir), "host": socket.gethostname(),
+                               "pid": os.getpid(),
+                               "fingerprint": config_lib.fingerprint(cfg)}.items():
+                trial.set_user_attr(key, value)
+            job = shape.job
+            opened = experiment.open_run(
+                cfg, job, run_dir, resume=resume, log=self._log,
+                state=experiment.new_state(cfg, job.engine, job.dataset))
+            book = Book(cfg, opened.loop, job.divergence_hint,
+                        reporter=self._reporter(trial, cfg.train.epochs),
+                        checkpointer=opened.checkpointer, writer=opened.writer)
+        except Exception as e:  # noqa: BLE001 - recorded on the trial
+            self._fail(trial, e)
+            if isinstance(e, DataError):
+                raise
+            return None
+        m = pop_lib.Member(cfg, book, opened.state,
+                           tag=_Live(trial, opened, t0, group, size))
+        self.live[trial.number] = m.tag
+        if opened.loop.status is not None or opened.loop.epoch >= cfg.train.epochs:
+            # Resumed from the checkpoint where it ended: record it as it ended.
+            book.status = opened.loop.status or book.status
+            book.reason = opened.loop.reason or book.reason
+            self._done(m, opened.state, 0.0, shape)
+            return None
+        return m
+
+    def _reporter(self, trial: optuna.Trial, epochs: int):
+        metric, spec = self.spec.metric, self.spec
+        last = {"step": None, "beat": time.time()}
+        interval = spec.heartbeat.interval
+        # The trial's reported values (a re-queued trial inherits some), for
+        # the pruner.
+        values = dict(self.study._storage.get_trial(trial._trial_id).intermediate_values)
+
+        def report(epoch: int, metrics: Mapping[str, float]) -> bool:
+            if self.heartbeat and time.time() - last["beat"] >= interval:
+                self.study._storage.record_heartbeat(trial._trial_id)
+                last["beat"] = time.time()
+            if metric not in metrics:
+                return False
+            value = float(metrics[metric])
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "The reported value is ignored")
+                trial.report(value, epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, epoch, epochs, value)
+            values.setdefault(epoch, value)   # Optuna keeps a step's first report
+            previous, last["step"] = last["step"], epoch
+            if not may_prune(spec, epoch, previous):
+                return False
+            if spec.pruner.name in ("median", "percentile"):
+                # Their decision reads only this trial's values and the
+                # completed trials: one read of those serves every member.
+                frozen = types.SimpleNamespace(last_step=max(values), intermediate_values=values)
+                return bool(self.study.pruner.prune(self._completed(), frozen))
+            return trial.should_prune()
+
+        return report
+
+    def _completed(self) -> _CompletedView:
+        """The study's completed trials, read again after each tell here
+        and at least every second (other workers')."""
+        now = time.monotonic()
+        view = self._view
+        if view is None or view.tells != self._tells or now - view.read_at > 1.0:
+            trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            view = self._view = _CompletedView(self.study.direction, trials, self._tells, now)
+        return view
+
+    def _done(self, m: pop_lib.Member, state: Any, seconds: float, shape: _Shape) -> None:
+        live: _Live = m.tag
+        trial = live.trial
+        self.live.pop(trial.number, None)
+        book = m.book
+        result = types.SimpleNamespace(state=state, best_state=book.best_state, loop=m.loop,
+                                       status=book.status, reason=book.reason, warnings=[])
+        compile_s = shape.compile_seconds - shape.charged
+        shape.charged += compile_s
+        try:
+            summary = experiment.close_run(
+                m.config, shape.job, live.opened, result, compile_seconds=compile_s,
+                t_start=live.t0, log=self._log,
+                extra={"population": {"size": live.slot_size, "group": live.group}}).summary
+        except Exception as e:  # noqa: BLE001 - recorded on the trial
+            self._fail(trial, e)
+            return
+        split = self.spec.metric.partition("_")[0]
+        attrs = {"status": summary["status"], "reason": summary.get("reason"),
+                 "epochs": summary["epochs"], "best_epoch": summary.get("best_epoch"),
+                 "final": summary["final"].get(split, {}),
+                 "compile_seconds": summary["compile_seconds"],
+                 "train_seconds": summary["train_seconds"],
+                 "wall_seconds": summary["wall_seconds"],
+                 "population": {"size": live.slot_size, "group": live.group}}
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        status = summary["status"]
+        value = trial_value(summary, self.spec.metric, self.spec.objective.value)
+        if status in ("diverged", "stopped") or not math.isfinite(value):
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, value)
+        self._after_tell(trial)
+
+    def _fail(self, trial: optuna.Trial, e: BaseException) -> None:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            self.study.tell(trial, state=TrialState.FAIL)
+        self.live.pop(trial.number, None)
+        self._after_tell(trial)
+
+    def _after_tell(self, trial: optuna.Trial) -> None:
+        self._tells += 1
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        self.objective.cleanup(self.study, frozen)
+        if self.on_trial is not None:
+            self.on_trial(self.study, frozen)
+
+    def _log(self, line: str) -> None:
+        if self.verbose:
+            print(line, flush=True)
+
+    # ------------------------------------------------------------------ run
+
+    def _shape(self, cfg: Config) -> _Shape:
+        key = shape_key(cfg)
+        shape = self.shapes.get(key)
+        if shape is None:
+            while len(self.shapes) >= 8:          # keep the 8 most recent shapes' programs
+                self.shapes.popitem(last=False)
+            shape = self.shapes[key] = _Shape(cfg)
+        self.shapes.move_to_end(key)
+        return shape
+
+    def run(self) -> str | None:
+        """Run groups until the budget is met; returns why it stopped (None:
+        ``auto`` chose one trial at a time after running the first trial
+        plainly; the plain loop goes on)."""
+        try:
+            return self._run()
+        except BaseException:
+            self._interrupt()
+            raise
+
+    def _run(self) -> str | None:
+        said_wait = False
+        while True:
+            if self.pending:
+                opener, why, wait = self.pending.pop(0), None, False
+            else:
+                opener, why, wait = self._ask(None)
+            if why is not None:
+                return why
+            if opener is None:
+                if not said_wait:
+                    said_wait = True
+                    self.note("waiting for running trial(s) elsewhere to finish the budget")
+                time.sleep(_POLL_SECONDS)
+                continue
+            said_wait = False
+            try:
+                shape = self._shape(opener.cfg)
+            except Exception as e:  # noqa: BLE001 - recorded on the trial
+                self._fail(opener.trial, e)
+                if isinstance(e, DataError):
+                    raise
+                continue
+            if self.auto and not self.rates:
+                job = shape.job
+                sizes = [k for k in (1, 2, 4, 8, 16, 32) if k <= AUTO_MAX]
+                self.size, self.rates, probes = choose_size(
+                    job, experiment.new_state(opener.cfg, job.engine, job.dataset), sizes)
+                shape.pops.setdefault(self.size, probes[self.size])
+                self.note(f"population auto: {self.size} (member-steps/s "
+                          + ", ".join(f"{k}: {v:,.0f}" for k, v in self.rates.items()) + ")")
+                if self.size == 1:
+                    self._run_plain(opener)
+                    return None
+            self._run_group(opener, shape, self.spec.group_trials or 2 * self.size)
+
+    def _run_plain(self, ask: _Ask) -> None:
+        """One asked trial through the plain objective (``auto`` chose 1)."""
+        trial = ask.trial
+        self.pending.append(ask)   # re-queued if interrupted
+        try:
+            value = self.objective(trial)
+        except optuna.TrialPruned:
+            self.pending.remove(ask)
+            self.study.tell(trial, state=TrialState.PRUNED)
+        except Exception as e:  # noqa: BLE001 - the objective recorded the error
+            self.pending.remove(ask)
+            self._fail(trial, e)
+            if isinstance(e, DataError):
+                raise
+            return
+        else:
+            self.pending.remove(ask)
+            self.study.tell(trial, value)
+        self._after_tell(trial)
+
+    def _run_group(self, opener: _Ask, shape: _Shape, quota: int) -> None:
+        key = shape_key(opener.cfg)
+        size = min(self.size, self._remaining())
+        pop = shape.population(size)
+        self._compiled.add(key)
+        group = len(self.groups)
+        params = opener.trial.params
+        fixed = {k: params[k] for k in self.fixed_keys if k in params}
+        record = {"group": group, "size": pop.size, "shape": {k: params.get(k) for k in fixed},
+                  "trials": 1}
+        self.groups.append(record)
+        queue = [opener]
+        closed = [False]
+
+        def source() -> pop_lib.Member | None:
+            while True:
+                if queue:
+                    ask = queue.pop(0)
+                elif closed[0] or record["trials"] >= quota:
+                    return None
+                else:
+                    ask, why, _ = self._ask(fixed)
+                    if ask is None:
+                        closed[0] = True
+                        return None
+                    if shape_key(ask.cfg) != key:   # a re-queued trial of another shape
+                        self.pending.append(ask)
+                        closed[0] = True
+                        return None
+                    record["trials"] += 1
+                m = self._start(ask, shape, group, pop.size)
+                if m is not None:
+                    return m
+
+        job = shape.job
+        template = experiment.new_state(opener.cfg, job.engine, job.dataset)
+        pop_lib.run(pop, job._x, job._y, job._evals.get("val"), source,
+                    lambda m, state, seconds: self._done(m, state, seconds, shape),
+                    template=template)
+
+    def _interrupt(self) -> None:
+        """Ctrl-C or an error mid-group: each running member's trial (and each
+        asked one not started) is failed as interrupted and re-queued, so the
+        next run resumes it from its latest checkpoint."""
+        for live in list(self.live.values()):
+            if live.opened.checkpointer is not None:
+                with contextlib.suppress(Exception):
+                    live.opened.checkpointer.close()
+        for trial in [live.trial for live in self.live.values()] + \
+                [ask.trial for ask in self.pending]:
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("status", "interrupted")
+                self.study.tell(trial, state=TrialState.FAIL)
+                frozen = self.study._storage.get_trial(trial._trial_id)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=None, inherit_intermediate_values=True)(self.study, frozen)
+        self.live.clear()
+        self.pending.clear()
+
+    @property
+    def compiled_shapes(self) -> int:
+        """Distinct shapes whose population programs this sweep compiled."""
+        return len(self._compiled)
+
+
+def _budget(spec: SweepSpec) -> int | None:
+    from jaxdl.sweep.driver import _budget as budget
+
+    return budget(spec)
+

@@ -1,0 +1,230 @@
+"""Population sweeps: trials are ordinary Optuna trials, grouped by shape,
+one compile per shape, pruned members stop, interruption re-queues, auto
+measures, the CLI finishes the budget; spec errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from jaxdl import config, population, sweep
+from jaxdl.errors import ConfigError
+from jaxdl.sweep.objective import may_prune
+from jaxdl.sweep.population import PopulationSweep, shape_key
+from tests.helpers import REPO, tiny_sweep
+
+
+def finished(study):
+    return [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+class PruneAt(optuna.pruners.BasePruner):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def prune(self, study, trial):
+        return trial.last_step is not None and trial.last_step >= self.epoch
+
+
+def _with_space(spec, **space):
+    tree = spec.to_dict()
+    tree["space"].update(space)
+    return sweep.spec.from_dict(tree, base_dir=None)
+
+
+def _driver(spec, study, **kw):
+    objective = sweep.Objective(spec)
+    return PopulationSweep(spec, study, objective, size=spec.population, **kw)
+
+
+def test_population_trials_are_ordinary_optuna_trials(tmp_path):
+    spec = tiny_sweep(tmp_path, population=3)
+    study = sweep.run(spec, quiet=True)
+    done = finished(study)
+    assert len(done) == 6
+    for t in done:
+        run_dir = Path(t.user_attrs["run_dir"])
+        summary = json.loads((run_dir / "summary.json").read_text())
+        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        vals = {r["epoch"]: r["accuracy"] for r in rows if r["split"] == "val"}
+        assert t.intermediate_values == vals     # reported = measured, every epoch
+        assert t.user_attrs["epochs"] == summary["epochs"] == max(vals)
+        assert t.user_attrs["population"] == summary["population"]
+        assert t.user_attrs["population"]["size"] == 3
+        assert "test" in summary["final"] and (run_dir / "curves.png").exists()
+        cfg = config.load(run_dir / "config.yaml")
+        assert cfg.optim.learning_rate == t.params["optim.learning_rate"]
+        if t.state == TrialState.COMPLETE:
+            assert t.value == summary["best"]["val"]["accuracy"]
+    best = study.best_trial
+    assert (Path(best.user_attrs["run_dir"]) / "checkpoints").is_dir()
+    session = json.loads((spec.directory / "sweep.json").read_text())["sessions"][-1]
+    # tiny_spiral searches only data (learning rate, dropout): one shape.
+    assert session["population"] == 3 and session["compiled_shapes"] == 1
+    assert (spec.directory / "trials.jsonl").exists()
+
+
+def test_groups_by_shape_and_compiles_once_per_shape(tmp_path):
+    spec = tiny_sweep(tmp_path, storage="memory", **{
+        "budget.trials": 8, "sampler.n_startup_trials": 8,
+        "population": {"size": 2, "group_trials": 2}})
+    spec = _with_space(spec, **{"model.width": {"type": "categorical", "choices": [8, 16]}})
+    study = optuna.create_study(direction=spec.direction,
+                                sampler=sweep.driver.make_sampler(spec),
+                                pruner=optuna.pruners.NopPruner())
+    driver = _driver(spec, study)
+    driver.run()
+    assert len(finished(study)) == 8
+    assert len(driver.groups) >= 4           # group_trials 2: a new group every 2 trials
+    widths = {g["shape"]["model.width"] for g in driver.groups}
+    assert driver.compiled_shapes == len(widths) == len(driver.shapes)
+    for shape in driver.shapes.values():     # each program traced once per shape
+        assert len(shape.pops) == 1
+        pop = next(iter(shape.pops.values()))
+        assert all(n == 1 for n in pop.traces.values()), pop.traces
+    by_group = {}
+    for t in study.get_trials():
+        by_group.setdefault(t.user_attrs["population"]["group"], set()).add(
+            t.params["model.width"])
+    assert all(len(w) == 1 for w in by_group.values())   # a group is one shape
+
+
+def test_pruned_members_stop_being_reported(tmp_path):
+    spec = tiny_sweep(tmp_path, population=3, storage="memory", **{"train.epochs": 5})
+    study = optuna.create_study(direction=spec.direction, pruner=PruneAt(2))
+    _driver(spec, study).run()
+    done = finished(study)
+    assert len(done) == 6
+    for t in done:
+        assert t.state == TrialState.PRUNED and t.user_attrs["status"] == "stopped"
+        assert set(t.intermediate_values) == {1, 2}
+        rows = [json.loads(x) for x in
+                (Path(t.user_attrs["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+        assert max(r["epoch"] for r in rows) == 2
+
+
+def test_members_equal_their_trials_run_plainly(tmp_path):
+    """Same params, same values: population 3 against the plain sweep."""
+    plain = sweep.run(tiny_sweep(tmp_path / "a", storage="memory"), quiet=True, report=False)
+    spec = tiny_sweep(tmp_path / "b", storage="memory")
+    study = optuna.create_study(direction=spec.direction, pruner=optuna.pruners.NopPruner())
+    for t in plain.get_trials():
+        study.enqueue_trial(t.params)
+    spec = spec.replace({"population": 3, "budget.trials": len(plain.get_trials())})
+    _driver(spec, study).run()
+    for a, b in zip(sorted(plain.get_trials(), key=lambda t: t.params["optim.learning_rate"]),
+                    sorted(study.get_trials(), key=lambda t: t.params["optim.learning_rate"]),
+                    strict=True):
+        assert a.params == b.params
+        for step, v in a.intermediate_values.items():
+            assert b.intermediate_values[step] == pytest.approx(v, abs=1e-6)
+
+
+def test_interrupted_members_are_requeued_and_resumed(tmp_path):
+    spec = tiny_sweep(tmp_path, population=3, **{"train.epochs": 4, "checkpoint.every": 1})
+    study = sweep.open_study(spec)
+    seen = {"n": 0}
+
+    def interrupt(number, epoch, epochs, value):
+        seen["n"] += 1
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _driver(spec, study, on_epoch=interrupt).run()
+    interrupted = [t for t in study.get_trials() if t.state == TrialState.FAIL]
+    assert len(interrupted) == 3    # the population's 3 members
+    assert all(t.user_attrs["status"] == "interrupted" for t in interrupted)
+    waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert sorted(t.params["optim.learning_rate"] for t in waiting) == \
+        sorted(t.params["optim.learning_rate"] for t in interrupted)
+    study = sweep.run(spec, quiet=True, report=False)
+    done = finished(study)
+    assert len(done) == 6
+    resumed = {t.user_attrs["run_dir"] for t in interrupted}
+    for t in done:
+        if t.user_attrs["run_dir"] in resumed:
+            assert t.user_attrs["epochs"] == 4
+            assert set(t.intermediate_values) == {1, 2, 3, 4}
+
+
+def test_auto_measures_sizes_and_finishes_the_budget(tmp_path):
+    spec = tiny_sweep(tmp_path, population="auto")
+    study = sweep.run(spec, quiet=True, report=False)
+    assert len(finished(study)) == 6
+    session = json.loads((spec.directory / "sweep.json").read_text())["sessions"][-1]
+    rates = {int(k): v for k, v in session["auto_rates"].items()}
+    assert set(rates) == {1, 2, 4, 8} and all(v > 0 for v in rates.values())
+    assert session["population"] == max(rates, key=rates.get)
+
+
+def test_population_sweep_through_the_cli(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "jaxdl", "sweep", str(REPO / "sweeps" / "tiny_spiral.yaml"),
+         "--study-dir", str(tmp_path / "s"), "--population", "4", "--no-progress"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "6 finished trials (budget 6)" in out.stdout
+    assert "populations of 4: " in out.stdout and "1 distinct shapes compiled" in out.stdout
+    rows = [json.loads(x) for x in (tmp_path / "s" / "trials.jsonl").read_text().splitlines()]
+    assert len([r for r in rows if r["state"] in ("complete", "pruned")]) == 6
+
+
+def test_shape_key_ignores_data_fields():
+    spec = tiny_sweep(Path("/tmp"))
+    a = spec.trial_config({"optim.learning_rate": 0.1, "model.dropout": 0.2})
+    b = spec.trial_config({"optim.learning_rate": 0.01})
+    assert shape_key(a) == shape_key(b)
+    assert shape_key(a) != shape_key(a.replace({"model.width": 64}))
+    assert shape_key(a) != shape_key(a.replace(seed=5))    # the seed draws the shared data
+    assert "seed" in population.DATA_FIELDS
+
+
+@pytest.mark.parametrize("warmup,interval", [(0, 1), (1, 1), (10, 5), (3, 4)])
+def test_may_prune_is_optunas_interval_rule(warmup, interval):
+    from optuna.pruners._percentile import _is_first_in_interval_step
+
+    spec = tiny_sweep(Path("/tmp"), **{"pruner.n_warmup_steps": warmup,
+                                       "pruner.interval_steps": interval})
+    reported = []
+    for step in range(1, 30):
+        optuna_says = step >= warmup and _is_first_in_interval_step(
+            step, {*reported, step}, warmup, interval)
+        assert may_prune(spec, step, reported[-1] if reported else None) == optuna_says, step
+        reported.append(step)
+    assert not may_prune(tiny_sweep(Path("/tmp"), **{"pruner.name": "none"}), 5, 4)
+
+
+@pytest.mark.parametrize("value,expected", [
+    (0, "population: must be an integer >= 1 or auto, got 0"),
+    ("many", "population: must be an integer >= 1 or auto, got 'many'"),
+    ({"size": 2, "groups": 3}, "population.groups"),
+    ({"size": 2, "group_trials": 0}, "population.group_trials: must be an integer >= 1"),
+])
+def test_bad_population_values(tmp_path, value, expected):
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        tiny_sweep(tmp_path, population=value)
+
+
+def test_population_needs_a_proposing_sampler_and_a_supervised_model(tmp_path):
+    spec = _with_space(tiny_sweep(tmp_path), **{
+        "optim.learning_rate": {"type": "categorical", "choices": [0.01, 0.1]},
+        "model.dropout": {"type": "categorical", "choices": [0.0]}})
+    with pytest.raises(ConfigError, match="a grid sampler cannot"):
+        spec.replace({"sampler.name": "grid", "population": 2})
+    with pytest.raises(ConfigError, match="population: trains supervised models; this "
+                                          "sweep's algorithm is ppo"):
+        sweep.load(REPO / "sweeps" / "cartpole_ppo.yaml", {"population": 2})
+
+
+def test_spec_round_trips_population(tmp_path):
+    spec = tiny_sweep(tmp_path).replace({"population": {"size": 4, "group_trials": 6}})
+    assert (spec.population, spec.group_trials) == (4, 6)
+    again = sweep.spec.from_dict(spec.to_dict(), base_dir=None)
+    assert (again.population, again.group_trials) == (4, 6)
+    assert tiny_sweep(tmp_path, population="3").population == 3
+
