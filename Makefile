@@ -24,8 +24,10 @@ sweep: env
 train: env
 	$(JAXDL) train experiments/mnist_mlp.yaml --resume
 
+# -n auto: one pytest worker per core (pytest-xdist); each test file runs in
+# one worker, so its tests share that process's compiled programs.
 test: env
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 lint: env
 	$(VENV)/bin/ruff check jaxdl tests benchmarks

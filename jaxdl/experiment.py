@@ -34,7 +34,7 @@ import numpy as np
 from jaxdl import config as config_lib
 from jaxdl import data as data_lib
 from jaxdl import models, optim
-from jaxdl.algorithms.supervised import Engine, Task, TrainState, default_steps_per_call, init_state
+from jaxdl.algorithms.supervised import Engine, Task, TrainState, default_steps_per_call
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.compilation_cache import BuiltByShape
 from jaxdl.config import Config
@@ -124,8 +124,8 @@ def new_state(cfg: Config, engine: Engine, dataset: data_lib.Dataset) -> TrainSt
     config's hyperparameter values injected (the engine may have been built
     for another run of the same shape)."""
     sample = jnp.asarray(dataset.sample_input())
-    state = init_state(engine.model, engine.tx, run_keys(cfg.seed)["init"], sample,
-                       dropout=cfg.model.dropout, l2=cfg.train.l2)
+    state = engine.init_state(run_keys(cfg.seed)["init"], sample, dropout=cfg.model.dropout,
+                              l2=cfg.train.l2)
     steps = engine.steps_per_epoch
     opt_state = optim.set_hyperparams(state.opt_state,
                                       optim.hyperparams(cfg.optim, steps, cfg.train.epochs))
