@@ -269,7 +269,6 @@ def _populations(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
     sweep = PopulationSweep(
         spec, study, objective, size=spec.population, deadline=deadline,
         on_trial=display.trial_done if display is not None else None,
-        on_epoch=display.epoch_done if display is not None else None,
         note=display.note if display is not None else None, verbose=verbose)
     try:
         return sweep.run()

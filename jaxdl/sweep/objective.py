@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from jaxdl import config as config_lib
 from jaxdl import experiment
+from jaxdl.config import Config
 from jaxdl.sweep import space as space_lib
 from jaxdl.sweep import storage as storage_lib
 from jaxdl.sweep.spec import SweepSpec
@@ -99,44 +100,63 @@ class Objective:
             root = root / study_name
         return root / f"trial-{number:04d}"
 
+    def place(self, trial: optuna.Trial, cfg: Config) -> tuple[Path, bool]:
+        """``(run_dir, resume)`` of a trial, recorded in its user attrs
+        (``run_dir``, ``host``, ``pid``, ``fingerprint``). A re-queued trial
+        (its worker died) inherits its attrs and continues its run directory's
+        checkpoint on the same host; a fresh one gets a new directory."""
+        inherited = trial.user_attrs.get("run_dir")
+        if inherited and (Path(inherited) / "checkpoints").is_dir() and \
+                trial.user_attrs.get("host") == socket.gethostname():
+            run_dir, resume = Path(inherited), True
+        else:
+            run_dir, resume = self.run_dir(trial.number, trial.study.study_name), False
+            k = 1
+            while run_dir.exists():   # another study used this directory before
+                k += 1
+                run_dir = run_dir.with_name(f"trial-{trial.number:04d}-{k}")
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("fingerprint", config_lib.fingerprint(cfg))
+        return run_dir, resume
+
+    def reporter(self, trial: optuna.Trial, epochs: int,
+                 prune: Callable[[], bool] | None = None) -> Callable[
+                     [int, Mapping[str, float]], bool]:
+        """The run's ``reporter(epoch, metrics) -> stop``: reports the
+        objective metric to ``trial`` each epoch and asks the pruner where it
+        can act (:func:`may_prune`): ``prune()``, by default
+        ``trial.should_prune()``."""
+        spec, metric = self.spec, self.spec.metric
+        last = {"step": None}
+
+        def reporter(epoch: int, metrics: Mapping[str, float]) -> bool:
+            if metric not in metrics:    # not measured this epoch (an RL chunk
+                return False             # in which no episode ended)
+            value = float(metrics[metric])
+            with warnings.catch_warnings():
+                # A resumed trial repeats the epochs after its last
+                # checkpoint; Optuna keeps the first (identical) report.
+                warnings.filterwarnings("ignore", "The reported value is ignored")
+                trial.report(value, epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, epoch, epochs, value)
+            previous, last["step"] = last["step"], epoch
+            if not may_prune(spec, epoch, previous):
+                return False
+            return prune() if prune is not None else trial.should_prune()
+
+        return reporter
+
     def __call__(self, trial: optuna.Trial) -> float:
         spec = self.spec
-        # A fresh trial has no user attrs; a re-queued one (its worker died)
-        # inherits them, its run directory included.
-        inherited = trial.user_attrs.get("run_dir")
         try:
             params = space_lib.suggest(trial, spec.space)
             cfg = spec.trial_config(params)
-            if inherited and (Path(inherited) / "checkpoints").is_dir() and \
-                    trial.user_attrs.get("host") == socket.gethostname():
-                run_dir, resume = Path(inherited), True   # continue the dead worker's run
-            else:
-                run_dir, resume = self.run_dir(trial.number, trial.study.study_name), False
-                k = 1
-                while run_dir.exists():   # another study used this directory before
-                    k += 1
-                    run_dir = run_dir.with_name(f"trial-{trial.number:04d}-{k}")
-            trial.set_user_attr("run_dir", str(run_dir))
-            trial.set_user_attr("host", socket.gethostname())
-            trial.set_user_attr("pid", os.getpid())
-            trial.set_user_attr("fingerprint", config_lib.fingerprint(cfg))
-            metric, epochs = spec.metric, cfg.train.epochs
-            last = {"step": None}
-
-            def reporter(epoch: int, metrics: Mapping[str, float]) -> bool:
-                if metric not in metrics:    # not measured this epoch (an RL chunk
-                    return False             # in which no episode ended)
-                value = float(metrics[metric])
-                with warnings.catch_warnings():
-                    # A resumed trial repeats the epochs after its last
-                    # checkpoint; Optuna keeps the first (identical) report.
-                    warnings.filterwarnings("ignore", "The reported value is ignored")
-                    trial.report(value, epoch)
-                if self.on_epoch is not None:
-                    self.on_epoch(trial.number, epoch, epochs, value)
-                previous, last["step"] = last["step"], epoch
-                return may_prune(spec, epoch, previous) and trial.should_prune()
-
+            run_dir, resume = self.place(trial, cfg)
+            metric = spec.metric
+            reporter = self.reporter(trial, cfg.train.epochs)
             result = experiment.run(cfg, workdir=run_dir, resume=resume, reporter=reporter,
                                     progress=False, quiet=not self.verbose)
         except Exception as e:

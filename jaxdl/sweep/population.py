@@ -38,14 +38,11 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
-import socket
 import time
 import types
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -61,7 +58,7 @@ from jaxdl.errors import DataError
 from jaxdl.loop import Book
 from jaxdl.sweep import space as space_lib
 from jaxdl.sweep import storage as storage_lib
-from jaxdl.sweep.objective import Objective, may_prune, trial_value
+from jaxdl.sweep.objective import Objective, trial_value
 from jaxdl.sweep.reporting import counts as _counts
 from jaxdl.sweep.spec import SweepSpec
 
@@ -175,10 +172,10 @@ class PopulationSweep:
       spec: the sweep.
       study: the opened study.
       size: members per population (an integer >= 2), or ``"auto"``.
-      objective: the plain sweep's objective (run directories, cleanup).
+      objective: the plain sweep's objective (run directories, the
+        reporter and its ``on_epoch`` hook, cleanup).
       deadline: ``time.time()`` after which no trial starts.
       on_trial: called with each finished trial (the display).
-      on_epoch: ``hook(trial_number, epoch, epochs, value)`` per reported epoch.
       note: where one-line notices go (the display).
       verbose: print each trial's summary line.
     """
@@ -186,11 +183,10 @@ class PopulationSweep:
     def __init__(self, spec: SweepSpec, study: optuna.Study, objective: Objective, *,
                  size: int | str, deadline: float | None = None,
                  on_trial: Callable[[optuna.Study, Any], None] | None = None,
-                 on_epoch: Callable[[int, int, int, float], None] | None = None,
                  note: Callable[[str], None] | None = None, verbose: bool = False):
         self.spec, self.study, self.objective = spec, study, objective
         self.size, self.deadline = size, deadline
-        self.on_trial, self.on_epoch, self.verbose = on_trial, on_epoch, verbose
+        self.on_trial, self.verbose = on_trial, verbose
         self.note = note or (lambda s: None)
         self.info = storage_lib.resolve(spec.storage, spec.directory)
         self.budget = _budget(spec)
@@ -282,21 +278,7 @@ class PopulationSweep:
         trial, cfg = ask.trial, ask.cfg
         t0 = time.perf_counter()
         try:
-            inherited = trial.user_attrs.get("run_dir")
-            if inherited and (Path(inherited) / "checkpoints").is_dir() and \
-                    trial.user_attrs.get("host") == socket.gethostname():
-                run_dir, resume = Path(inherited), True
-            else:
-                run_dir, resume = self.objective.run_dir(trial.number,
-                                                         trial.study.study_name), False
-                k = 1
-                while run_dir.exists():
-                    k += 1
-                    run_dir = run_dir.with_name(f"trial-{trial.number:04d}-{k}")
-            for key, value in {"run_dir": str(run_dir), "host": socket.gethostname(),
-                               "pid": os.getpid(),
-                               "fingerprint": config_lib.fingerprint(cfg)}.items():
-                trial.set_user_attr(key, value)
+            run_dir, resume = self.objective.place(trial, cfg)
             job = shape.job
             opened = experiment.open_run(
                 cfg, job, run_dir, resume=resume, log=self._log,
@@ -321,37 +303,29 @@ class PopulationSweep:
         return m
 
     def _reporter(self, trial: optuna.Trial, epochs: int):
-        metric, spec = self.spec.metric, self.spec
-        last = {"step": None, "beat": time.time()}
-        interval = spec.heartbeat.interval
-        # The trial's reported values (a re-queued trial inherits some), for
-        # the pruner.
-        values = dict(self.study._storage.get_trial(trial._trial_id).intermediate_values)
-
-        def report(epoch: int, metrics: Mapping[str, float]) -> bool:
-            if self.heartbeat and time.time() - last["beat"] >= interval:
-                self.study._storage.record_heartbeat(trial._trial_id)
-                last["beat"] = time.time()
-            if metric not in metrics:
-                return False
-            value = float(metrics[metric])
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "The reported value is ignored")
-                trial.report(value, epoch)
-            if self.on_epoch is not None:
-                self.on_epoch(trial.number, epoch, epochs, value)
-            values.setdefault(epoch, value)   # Optuna keeps a step's first report
-            previous, last["step"] = last["step"], epoch
-            if not may_prune(spec, epoch, previous):
-                return False
-            if spec.pruner.name in ("median", "percentile"):
-                # Their decision reads only this trial's values and the
-                # completed trials: one read of those serves every member.
-                frozen = types.SimpleNamespace(last_step=max(values), intermediate_values=values)
+        """The plain objective's reporter, plus heartbeats, with median and
+        percentile pruning decided from one read of the completed trials per
+        tell (their decision reads nothing else)."""
+        interval = self.spec.heartbeat.interval
+        beat = {"at": time.time()}
+        prune = None
+        if self.spec.pruner.name in ("median", "percentile"):
+            def prune() -> bool:
+                # The values this trial reported (kept by optuna.Trial.report).
+                values = trial._cached_frozen_trial.intermediate_values
+                frozen = types.SimpleNamespace(last_step=max(values),
+                                               intermediate_values=values)
                 return bool(self.study.pruner.prune(self._completed(), frozen))
-            return trial.should_prune()
 
-        return report
+        report = self.objective.reporter(trial, epochs, prune)
+
+        def reporter(epoch: int, metrics: Mapping[str, float]) -> bool:
+            if self.heartbeat and time.time() - beat["at"] >= interval:
+                self.study._storage.record_heartbeat(trial._trial_id)
+                beat["at"] = time.time()
+            return report(epoch, metrics)
+
+        return reporter
 
     def _completed(self) -> _CompletedView:
         """The study's completed trials, read again after each tell here

@@ -16,18 +16,7 @@ from jaxdl.errors import ConfigError
 from jaxdl.sweep.objective import may_prune
 from jaxdl.sweep.population import PopulationSweep, shape_key
 from tests.helpers import REPO, tiny_sweep
-
-
-def finished(study):
-    return [t for t in study.get_trials() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-
-
-class PruneAt(optuna.pruners.BasePruner):
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def prune(self, study, trial):
-        return trial.last_step is not None and trial.last_step >= self.epoch
+from tests.sweep.test_sweep_driver import PruneAt, finished
 
 
 def _with_space(spec, **space):
@@ -36,9 +25,9 @@ def _with_space(spec, **space):
     return sweep.spec.from_dict(tree, base_dir=None)
 
 
-def _driver(spec, study, **kw):
-    objective = sweep.Objective(spec)
-    return PopulationSweep(spec, study, objective, size=spec.population, **kw)
+def _driver(spec, study, on_epoch=None):
+    objective = sweep.Objective(spec, on_epoch=on_epoch)
+    return PopulationSweep(spec, study, objective, size=spec.population)
 
 
 def test_population_trials_are_ordinary_optuna_trials(tmp_path):
