@@ -42,8 +42,8 @@ from jaxdl.config import Config
 from jaxdl.errors import ConfigError
 from jaxdl.loop import Book, LoopState, run_keys
 
-__all__ = ["Member", "MemberResult", "Population", "check_same_shape", "member", "run", "stack",
-           "train", "unstack"]
+__all__ = ["Member", "MemberResult", "Population", "check_same_shape", "member", "run",
+           "run_agents", "stack", "train", "unstack"]
 
 # Config fields that are data in the compiled program: members may differ in
 # them. Every other field (except names and locations) fixes a shape or the
@@ -495,33 +495,67 @@ def train(cfgs: Sequence[Config], reporter: Reporter | None = None) -> list[Memb
 
 
 def _train_rl(cfgs: Sequence[Config], reporter: Reporter | None) -> list[MemberResult]:
-    """PPO / DQN members: member ``i``'s ``rl.seeds`` agents are rows
-    ``i * seeds ...`` of one vmapped program, initialised and evaluated with
-    the keys its own run would use. A member that stops (early stopping, its
-    reporter, divergence) keeps its state at that chunk; its rows go on
-    computing unread until the others end."""
+    """PPO / DQN members (see :func:`run_agents`), without run directories."""
     from jaxdl import experiment, rl_run
 
-    m_count, seeds = len(cfgs), cfgs[0].rl.seeds
     jobs = [rl_run.RLJob(cfg, log=lambda line: None) for cfg in cfgs]
-    program = rl_run.build_program(cfgs[0].replace({"rl.seeds": m_count * seeds}))
-    state = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[job.new_state() for job in jobs])
-    episodes = cfgs[0].rl.eval_episodes
-    eval_keys = jnp.stack([jax.random.fold_in(rl_run.val_key(cfg), j)
-                           for cfg in cfgs for j in range(seeds)])
-    chunks = jobs[0].chunks
-    program.compile(state, chunks, episodes)
     histories: list[list[dict[str, float]]] = [[] for _ in cfgs]
-    books, lasts = [], [{} for _ in cfgs]
+    books = []
     for i, (cfg, job) in enumerate(zip(cfgs, jobs, strict=True)):
         def report(epoch, metrics, i=i):
             histories[i].append(dict(metrics))
             return reporter is not None and bool(reporter(i, epoch, metrics))
 
         books.append(Book(cfg, LoopState(), job.divergence_hint, reporter=report))
-    finals: list[Any] = [None] * m_count
+    finals: list[Any] = [None] * len(cfgs)
+    run_agents(jobs, books, [job.new_state() for job in jobs],
+               lambda i, state, seconds: finals.__setitem__(i, state))
+    by_split = experiment._by_split
+    out = []
+    for i, cfg in enumerate(cfgs):
+        loop = books[i].loop
+        out.append(MemberResult(cfg, books[i].status, histories[i],
+                                by_split(loop.best_metrics), by_split(loop.last_metrics),
+                                loop.best_epoch, finals[i], books[i].best_state))
+    return out
+
+
+def run_agents(jobs: Sequence[Any], books: Sequence[Book], states: Sequence[Any],
+               done: Callable[[int, Any, float], None]) -> float:
+    """Train PPO / DQN members in lockstep as one program: member ``i``'s
+    ``rl.seeds`` agents are rows ``i * seeds ...`` of one vmapped program,
+    started from ``states[i]`` (its own keys and numbers) and evaluated on the
+    episodes its own run would play. Each chunk is booked per member by
+    ``books[i]`` (and its learning curve recorded by ``jobs[i]``, when that
+    job has a run directory). A member that ends (its chunks done, early
+    stopped, stopped by its reporter, diverged) is handed to ``done(i,
+    state, seconds)`` with its state at that chunk (host arrays); its rows go
+    on computing, unread, until the others end.
+
+    Args:
+      jobs: each member's :class:`jaxdl.rl_run.RLJob` (same structure).
+      books: each member's bookkeeping.
+      states: each member's starting state (its agents stacked).
+    Returns:
+      Seconds spent compiling the population's programs.
+    """
+    from jaxdl import rl_run
+
+    cfgs = [job.cfg for job in jobs]
+    m_count, seeds = len(cfgs), cfgs[0].rl.seeds
+    program = rl_run.build_program(cfgs[0].replace({"rl.seeds": m_count * seeds}))
+    compiled = program.compile_seconds
+    state = jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
+    episodes = cfgs[0].rl.eval_episodes
+    eval_keys = jnp.stack([jax.random.fold_in(rl_run.val_key(cfg), j)
+                           for cfg in cfgs for j in range(seeds)])
+    chunks = jobs[0].chunks
+    program.compile(state, chunks, episodes)
+    lasts: list[dict] = [{} for _ in cfgs]
+    ended = [False] * m_count
+    t_start = time.perf_counter()
     for epoch, n in enumerate(chunks, start=1):
-        live = [i for i in range(m_count) if finals[i] is None]
+        live = [i for i in range(m_count) if not ended[i]]
         if not live:
             break
         t0 = time.perf_counter()
@@ -533,9 +567,12 @@ def _train_rl(cfgs: Sequence[Config], reporter: Reporter | None) -> list[MemberR
             returns, lengths = program.evaluate_keys(state, eval_keys, episodes)
         t2 = time.perf_counter()
         get = _HostCopy(state)
+        end = sum(chunks[:epoch])
         for i in live:
             rows = slice(i * seeds, (i + 1) * seeds)
-            train_m = rl_run._chunk_metrics({k: v[rows] for k, v in m.items()}, lasts[i])
+            mine = {k: v[rows] for k, v in m.items()}
+            jobs[i].record_curve(end, mine, n)
+            train_m = rl_run._chunk_metrics(mine, lasts[i])
             train_m["steps_per_second"] = seeds * jobs[i].epoch_steps(epoch) / (t1 - t0)
             evaluated = ({"val": rl_run._return_metrics(returns[rows], lengths[rows])}
                          if episodes else {})
@@ -545,12 +582,7 @@ def _train_rl(cfgs: Sequence[Config], reporter: Reporter | None) -> list[MemberR
             stop = book.record(epoch, jobs[i].epoch_steps(epoch), train_m, evaluated,
                                functools.partial(get.rows, rows))
             if stop or epoch == len(chunks):
-                finals[i] = get.rows(rows)
-    by_split = experiment._by_split
-    out = []
-    for i, cfg in enumerate(cfgs):
-        loop = books[i].loop
-        out.append(MemberResult(cfg, books[i].status, histories[i],
-                                by_split(loop.best_metrics), by_split(loop.last_metrics),
-                                loop.best_epoch, finals[i], books[i].best_state))
-    return out
+                ended[i] = True
+                book.flush()
+                done(i, get.rows(rows), time.perf_counter() - t_start)
+    return program.compile_seconds - compiled

@@ -306,7 +306,7 @@ class RLJob:
         seconds = time.perf_counter() - t0
         metrics = _chunk_metrics(m, self._last)
         metrics["steps_per_second"] = self.cfg.rl.seeds * n * self.steps_per_update / seconds
-        self._record_curve(state, m, n)
+        self.record_curve(int(np.asarray(jax.device_get(state.update))[0]), m, n)
         if on_progress is not None:
             on_progress(n * self.steps_per_update, metrics)
         return state, metrics
@@ -349,13 +349,14 @@ class RLJob:
 
     # -- the per-update learning curve
 
-    def _record_curve(self, state, m: dict[str, np.ndarray], n: int) -> None:
-        """Append the chunk's per-update returns (one column per agent, empty
-        where no episode ended) to ``learning_curve.csv``. A resumed run
-        writes its chunks again; the plot keeps the last row per step."""
+    def record_curve(self, end: int, m: dict[str, np.ndarray], n: int) -> None:
+        """Append a chunk's per-update returns (``m`` as the chunk program
+        returns it for this run's agents; one column per agent, empty where no
+        episode ended) to ``learning_curve.csv``; ``end``: the update count
+        after the chunk. A resumed run writes its chunks again; the plot keeps
+        the last row per step."""
         if self.run_dir is None:
             return
-        end = int(np.asarray(jax.device_get(state.update))[0])
         first = end - n + 1
         path = self.run_dir / "learning_curve.csv"
         new = not path.exists()

@@ -26,6 +26,9 @@ How trials are grouped:
 * The population is ``min(K, remaining budget)`` wide; a shape compiled
   before reuses its programs, so a sweep compiles once per distinct shape.
 
+PPO / DQN sweeps group the same way, and a group's members train in
+lockstep (:func:`jaxdl.population.run_agents`): its slots are not refilled.
+
 ``population: auto`` times up to 32 training steps (a whole epoch when
 shorter) at population sizes 1, 2, 4 and 8 on the first shape and keeps the
 size with the most member-steps per second; if that is 1, the sweep runs
@@ -68,18 +71,27 @@ AUTO_MAX = 8
 _POLL_SECONDS = 1.0
 
 
+def _data_fields(algorithm: str) -> set[str]:
+    """Fields members of one group may differ in. A supervised group shares
+    its data, which the seed draws; agents draw nothing shared."""
+    if algorithm == "supervised":
+        return set(pop_lib.DATA_FIELDS) - {"seed"}
+    return set(pop_lib.RL_DATA_FIELDS)
+
+
 def shape_key(cfg: Config) -> str:
     """What a population's members must share: every config field that is not
-    data in the compiled program, and the seed (it draws the shared data)."""
+    data in the compiled program (for supervised models, the seed too: it
+    draws the data members share)."""
     flat = config_lib.flatten(config_lib.to_dict(cfg))
-    data = set(pop_lib.DATA_FIELDS) - {"seed"}
+    data = _data_fields(cfg.algorithm)
     return json.dumps({k: v for k, v in flat.items() if k not in data}, sort_keys=True,
                       default=str)
 
 
 def shape_params(spec: SweepSpec) -> list[str]:
     """The searched keys that set a shape (fixed within a group)."""
-    data = set(pop_lib.DATA_FIELDS) - {"seed"}
+    data = _data_fields(spec.base.algorithm)
     return [p.key for p in spec.space if p.key not in data]
 
 
@@ -338,19 +350,23 @@ class PopulationSweep:
         return view
 
     def _done(self, m: pop_lib.Member, state: Any, seconds: float, shape: _Shape) -> None:
-        live: _Live = m.tag
-        trial = live.trial
-        self.live.pop(trial.number, None)
-        book = m.book
-        result = types.SimpleNamespace(state=state, best_state=book.best_state, loop=m.loop,
-                                       status=book.status, reason=book.reason, warnings=[])
         compile_s = shape.compile_seconds - shape.charged
         shape.charged += compile_s
+        self._finish(m.tag, m.config, m.book, state, shape.job, compile_s)
+
+    def _finish(self, live: _Live, cfg: Config, book: Book, state: Any, job: Any,
+                compile_s: float) -> None:
+        """Close a member's run (test metrics, artifacts, summary) and tell
+        the study its value, or that it was pruned."""
+        trial = live.trial
+        self.live.pop(trial.number, None)
+        result = types.SimpleNamespace(state=state, best_state=book.best_state, loop=book.loop,
+                                       status=book.status, reason=book.reason, warnings=[])
+        population = {"size": live.slot_size, "group": live.group}
         try:
             summary = experiment.close_run(
-                m.config, shape.job, live.opened, result, compile_seconds=compile_s,
-                t_start=live.t0, log=self._log,
-                extra={"population": {"size": live.slot_size, "group": live.group}}).summary
+                cfg, job, live.opened, result, compile_seconds=compile_s, t_start=live.t0,
+                log=self._log, extra={"population": population}).summary
         except Exception as e:  # noqa: BLE001 - recorded on the trial
             self._fail(trial, e)
             return
@@ -360,8 +376,7 @@ class PopulationSweep:
                  "final": summary["final"].get(split, {}),
                  "compile_seconds": summary["compile_seconds"],
                  "train_seconds": summary["train_seconds"],
-                 "wall_seconds": summary["wall_seconds"],
-                 "population": {"size": live.slot_size, "group": live.group}}
+                 "wall_seconds": summary["wall_seconds"], "population": population}
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         status = summary["status"]
@@ -429,6 +444,9 @@ class PopulationSweep:
                 time.sleep(_POLL_SECONDS)
                 continue
             said_wait = False
+            if opener.cfg.algorithm in config_lib.RL_ALGORITHMS:
+                self._run_agents_group(opener)
+                continue
             try:
                 shape = self._shape(opener.cfg)
             except Exception as e:  # noqa: BLE001 - recorded on the trial
@@ -508,6 +526,66 @@ class PopulationSweep:
         pop_lib.run(pop, job._x, job._y, job._evals.get("val"), source,
                     lambda m, state, seconds: self._done(m, state, seconds, shape),
                     template=template)
+
+    def _run_agents_group(self, opener: _Ask) -> None:
+        """PPO / DQN: a group of up to ``size`` trials of one shape trained in
+        lockstep (:func:`jaxdl.population.run_agents`); a member that stops
+        early leaves its rows computing, unread, until the group ends (chunks
+        run in step, so its slot is not refilled). A re-queued trial resumes
+        its checkpoint plainly, after the group."""
+        from jaxdl import rl_run
+
+        key = shape_key(opener.cfg)
+        params = opener.trial.params
+        fixed = {k: params[k] for k in self.fixed_keys if k in params}
+        asks = [opener]
+        while len(asks) < self.size:     # _ask stops at the budget
+            ask, _, _ = self._ask(fixed)
+            if ask is None:
+                break
+            if shape_key(ask.cfg) != key:
+                self.pending.append(ask)
+                break
+            asks.append(ask)
+        group = len(self.groups)
+        self.groups.append({"group": group, "size": len(asks), "trials": len(asks),
+                            "shape": {k: params.get(k) for k in fixed}})
+        self._compiled.add(key)
+        members, resumed = [], []
+        for ask in asks:
+            trial, cfg = ask.trial, ask.cfg
+            t0 = time.perf_counter()
+            try:
+                run_dir, resume = self.objective.place(trial, cfg)
+                if resume:
+                    resumed.append(ask)
+                    continue
+                job = rl_run.RLJob(cfg, log=self._log)
+                opened = experiment.open_run(cfg, job, run_dir, log=self._log)
+                book = Book(cfg, opened.loop, job.divergence_hint,
+                            reporter=self._reporter(trial, cfg.train.epochs),
+                            checkpointer=opened.checkpointer, writer=opened.writer)
+            except Exception as e:  # noqa: BLE001 - recorded on the trial
+                self._fail(trial, e)
+                continue
+            live = self.live[trial.number] = _Live(trial, opened, t0, group, len(asks))
+            members.append((live, job, book))
+        if members:
+            jobs = [job for _, job, _ in members]
+            program = rl_run.build_program(
+                jobs[0].cfg.replace({"rl.seeds": len(jobs) * jobs[0].cfg.rl.seeds}))
+            charged = [program.compile_seconds + jobs[0].compile_seconds]
+
+            def done(i: int, state: Any, seconds: float) -> None:
+                live, job, book = members[i]
+                total = program.compile_seconds + job.compile_seconds
+                self._finish(live, job.cfg, book, state, job, total - charged[0])
+                charged[0] = total
+
+            pop_lib.run_agents(jobs, [book for _, _, book in members],
+                               [live.opened.state for live, _, _ in members], done)
+        for ask in resumed:
+            self._run_plain(ask)
 
     def _interrupt(self) -> None:
         """Ctrl-C or an error mid-group: each running member's trial (and each

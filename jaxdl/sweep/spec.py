@@ -501,9 +501,12 @@ def _cross_check(spec: SweepSpec) -> list[str]:
                         f"({', '.join(p.key for p in spec.space if p.kind == 'categorical')}); "
                         "use tpe, or int/float distributions")
     if spec.population != 1:
-        if spec.base.algorithm != "supervised":
-            problems.append(f"population: trains supervised models; this sweep's algorithm is "
-                            f"{spec.base.algorithm} (use population: 1)")
+        if spec.base.algorithm == "gan":
+            problems.append("population: trains supervised models and PPO / DQN agents; this "
+                            "sweep's algorithm is gan (use population: 1)")
+        elif spec.base.algorithm != "supervised" and spec.population == "auto":
+            problems.append(f"population: auto measures supervised programs; give a "
+                            f"{spec.base.algorithm} sweep a size (e.g. population: 4)")
         if spec.sampler.name == "grid":
             problems.append("population: fills a shape group's slots with trials the sampler "
                             "proposes; a grid sampler cannot (use population: 1)")

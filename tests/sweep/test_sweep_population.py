@@ -11,6 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import jaxdl
 from jaxdl import config, population, sweep
 from jaxdl.errors import ConfigError
 from jaxdl.sweep.objective import may_prune
@@ -205,9 +206,42 @@ def test_population_needs_a_proposing_sampler_and_a_supervised_model(tmp_path):
         "model.dropout": {"type": "categorical", "choices": [0.0]}})
     with pytest.raises(ConfigError, match="a grid sampler cannot"):
         spec.replace({"sampler.name": "grid", "population": 2})
-    with pytest.raises(ConfigError, match="population: trains supervised models; this "
-                                          "sweep's algorithm is ppo"):
-        sweep.load(REPO / "sweeps" / "cartpole_ppo.yaml", {"population": 2})
+    with pytest.raises(ConfigError, match="population: auto measures supervised programs; "
+                                          "give a ppo sweep a size"):
+        sweep.load(REPO / "sweeps" / "cartpole_ppo.yaml", {"population": "auto"})
+    assert sweep.load(REPO / "sweeps" / "cartpole_ppo.yaml", {"population": 2}).population == 2
+
+
+def test_a_ppo_sweep_in_populations(tmp_path):
+    """PPO trials of one shape in lockstep: learning rate, entropy coefficient
+    and clip range per member; each trial an ordinary one, its run as a
+    plain trial's."""
+    from tests.rl.test_rl_run import tiny_ppo
+
+    spec = sweep.from_dict({
+        "name": "ppo_pop", "base": config.to_dict(tiny_ppo()),
+        "space": {"ppo.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2,
+                                        "log": True},
+                  "ppo.ent_coef": {"type": "float", "low": 0.0, "high": 0.05},
+                  "ppo.clip_eps": {"type": "float", "low": 0.1, "high": 0.3}},
+        "objective": {"metric": "val_return", "value": "last"},
+        "pruner": {"name": "none"}, "budget": {"trials": 4}, "population": 2,
+        "study_dir": str(tmp_path / "study")})
+    study = sweep.run(spec, quiet=True, report=False)
+    done = finished(study)
+    assert len(done) == 4 and all(t.state == TrialState.COMPLETE for t in done)
+    session = json.loads((spec.directory / "sweep.json").read_text())["sessions"][-1]
+    assert session["groups"] == 2 and session["compiled_shapes"] == 1
+    t = done[1]
+    run_dir = Path(t.user_attrs["run_dir"])
+    for name in ("agents.json", "learning_curve.csv", "summary.json", "metrics.jsonl"):
+        assert (run_dir / name).exists(), name
+    assert t.user_attrs["population"] == {"size": 2, "group": 0}
+    assert set(t.intermediate_values) == {1, 2, 3}
+    # The member's run is its plain run: same config, same numbers.
+    alone = jaxdl.run(config.load(run_dir / "config.yaml"), workdir=tmp_path / "alone",
+                      quiet=True)
+    assert t.value == pytest.approx(alone.summary["final"]["val"]["return"], rel=1e-4)
 
 
 def test_spec_round_trips_population(tmp_path):
