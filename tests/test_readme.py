@@ -97,3 +97,21 @@ def test_no_placeholder_figures_are_shipped():
     assert not pending.search((REPO / "README.md").read_text())
     for path in [*REPO.glob("experiments/*.yaml"), *REPO.glob("sweeps/*.yaml")]:
         assert not pending.search(path.read_text()), path.name
+
+
+def test_readme_population_example_runs(monkeypatch, capsys):
+    block = next(b for b in python_blocks() if "population.train(cfgs)" in b)
+    monkeypatch.chdir(REPO)
+    # The example's PPO part on a tiny run, so it takes seconds.
+    tiny = ('{"rl.total_steps": 768, "rl.num_envs": 4, "rl.seeds": 2, "rl.width": 16, '
+            '"ppo.num_steps": 16, "ppo.num_minibatches": 2, "ppo.update_epochs": 2, '
+            '"train.epochs": 2, "rl.eval_episodes": 2, "rl.test_episodes": 2}')
+    path = '"experiments/cartpole_ppo.yaml"'
+    block = block.replace(f"{path})", f"{path}, {tiny})")
+    block = block.replace('{"train.epochs": 20}', '{"train.epochs": 3}')
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    out = capsys.readouterr().out
+    assert "model.width: 32 in config 0, 64 in config 1" in out
+    assert len(scope["results"]) == 4 and len(scope["agents"]) == 2
+    assert all(r.status == "completed" for r in scope["results"] + scope["agents"])
