@@ -6,7 +6,7 @@ Every trial is still an ordinary Optuna trial: its params, one intermediate
 value per epoch, its pruning decision, its value or pruned state, its run
 directory (``config.yaml``, ``metrics.jsonl``, checkpoints, ``summary.json``,
 ``curves.png``) and the same user attrs as a plain sweep's, plus
-``population`` (size, slot, group).
+``population`` (size, group).
 
 How trials are grouped:
 
