@@ -41,6 +41,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import threading
 import time
 import types
 import warnings
@@ -259,7 +260,7 @@ class PopulationSweep:
                 try:
                     with warnings.catch_warnings():
                         # Optuna's heartbeat thread belongs to study.optimize;
-                        # this driver records each member's heartbeat itself.
+                        # this driver runs its own (_heartbeats).
                         warnings.filterwarnings("ignore", "Heartbeat of storage")
                         trial = self.study.ask()
                     try:
@@ -315,11 +316,9 @@ class PopulationSweep:
         return m
 
     def _reporter(self, trial: optuna.Trial, epochs: int):
-        """The plain objective's reporter, plus heartbeats, with median and
-        percentile pruning decided from one read of the completed trials per
-        tell (their decision reads nothing else)."""
-        interval = self.spec.heartbeat.interval
-        beat = {"at": time.time()}
+        """The plain objective's reporter, with median and percentile pruning
+        decided from one read of the completed trials per tell (their
+        decision reads nothing else)."""
         prune = None
         if self.spec.pruner.name in ("median", "percentile"):
             def prune() -> bool:
@@ -329,15 +328,36 @@ class PopulationSweep:
                                                intermediate_values=values)
                 return bool(self.study.pruner.prune(self._completed(), frozen))
 
-        report = self.objective.reporter(trial, epochs, prune)
+        return self.objective.reporter(trial, epochs, prune)
 
-        def reporter(epoch: int, metrics: Mapping[str, float]) -> bool:
-            if self.heartbeat and time.time() - beat["at"] >= interval:
-                self.study._storage.record_heartbeat(trial._trial_id)
-                beat["at"] = time.time()
-            return report(epoch, metrics)
+    @contextlib.contextmanager
+    def _heartbeats(self):
+        """A thread recording the heartbeat of every running trial this
+        driver holds each ``heartbeat.interval`` seconds (what Optuna's thread
+        does for ``study.optimize``), however long an epoch or a compile
+        takes: without it, a slow population epoch would let the next count
+        (``fail_stale_trials``) fail and re-queue live members."""
+        if not self.heartbeat:
+            yield
+            return
+        stop = threading.Event()
 
-        return reporter
+        def beat() -> None:
+            while not stop.wait(self.spec.heartbeat.interval):
+                # Members training, and trials asked that wait for a group.
+                trials = [live.trial for live in list(self.live.values())] + \
+                    [ask.trial for ask in list(self.pending)]
+                for trial in trials:
+                    with contextlib.suppress(Exception):   # a trial that just ended
+                        self.study._storage.record_heartbeat(trial._trial_id)
+
+        thread = threading.Thread(target=beat, name="jaxdl-population-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def _completed(self) -> _CompletedView:
         """The study's completed trials, read again after each tell here
@@ -423,7 +443,8 @@ class PopulationSweep:
         ``auto`` chose one trial at a time after running the first trial
         plainly; the plain loop goes on)."""
         try:
-            return self._run()
+            with self._heartbeats():
+                return self._run()
         except BaseException:
             self._interrupt()
             raise

@@ -251,3 +251,25 @@ def test_spec_round_trips_population(tmp_path):
     assert (again.population, again.group_trials) == (4, 6)
     assert tiny_sweep(tmp_path, population="3").population == 3
 
+
+
+
+def test_slow_epochs_do_not_make_members_stale(tmp_path):
+    """Epochs longer than the heartbeat grace: the driver's heartbeat thread
+    keeps its members alive through each count (fail_stale_trials, which on
+    a journal file also counts a trial's start)."""
+    import time
+
+    spec = tiny_sweep(tmp_path, storage="journal", **{
+        "budget.trials": 3, "heartbeat.interval": 1, "heartbeat.grace": 2,
+        "pruner.name": "none", "population": {"size": 2, "group_trials": 3}})
+    spec = _with_space(spec, **{"train.epochs": {"type": "int", "low": 1, "high": 3}})
+    study = sweep.open_study(spec)
+    # Trial 0 ends after 1 epoch and its slot is refilled (after a count)
+    # while trial 1 has been running longer than the grace.
+    for epochs in (1, 3, 1):
+        study.enqueue_trial({"optim.learning_rate": 0.01, "model.dropout": 0.0,
+                             "train.epochs": epochs})
+    _driver(spec, study, on_epoch=lambda *a: time.sleep(1.6)).run()
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE] * 3, states

@@ -84,7 +84,11 @@ def test_worker_env_gives_each_worker_its_own_device():
     assert shared["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.45"
 
 
-def test_killed_worker_trial_is_retried_and_the_study_completes(tmp_path):
+@pytest.mark.parametrize("population", [1, 2])
+def test_killed_worker_trial_is_retried_and_the_study_completes(tmp_path, population):
+    """Population 2: the killed worker's members stop beating (the driver's
+    heartbeat thread dies with it), so the other worker fails and re-queues
+    them and resumes them from their checkpoints."""
     name = f"k{uuid.uuid4().hex[:8]}"
     study_dir = tmp_path / "study"
     cmd = [sys.executable, "-m", "jaxdl", "sweep", str(REPO / "sweeps" / "tiny_spiral.yaml"),
@@ -92,7 +96,7 @@ def test_killed_worker_trial_is_retried_and_the_study_completes(tmp_path):
            "--workers", "2", "--trials", "6", "--no-progress",
            "--set", "train.epochs=60", "--set", "checkpoint.every=5",
            "--set", "heartbeat.interval=1", "--set", "heartbeat.grace=5",
-           "--set", "pruner.name=none"]
+           "--set", "pruner.name=none", "--population", str(population)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     victim = None
@@ -130,6 +134,9 @@ def test_killed_worker_trial_is_retried_and_the_study_completes(tmp_path):
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
     assert retry[0].params == dead.params
     assert retry[0].user_attrs["run_dir"] == dead.user_attrs["run_dir"]   # resumed, not redone
+    # Only the killed worker's trials failed: live ones kept beating.
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert {t.user_attrs.get("pid") for t in failed} == {victim.user_attrs["pid"]}
     assert retry[0].user_attrs["epochs"] == 60
     assert len(retry[0].intermediate_values) == 60
     check_exact(study, 6)
