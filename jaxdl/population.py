@@ -366,8 +366,7 @@ def run(pop: Population, x: Any, y: Any, val: EvalSplit | None, source: Source, 
             evaluated = {"val": val_m[i]} if val is not None else {}
             stop = m.book.record(epoch, e.steps_per_epoch, metrics, evaluated,
                                  functools.partial(get, i))
-            if stop or epoch >= m.config.train.epochs:
-                m.book.flush()
+            if stop or epoch >= m.config.train.epochs:   # the book has flushed
                 done(m, get(i), time.perf_counter() - started[i])
                 slots[i] = None
 
@@ -469,55 +468,51 @@ def train(cfgs: Sequence[Config], reporter: Reporter | None = None) -> list[Memb
             v0 = per[0][2]
             val = EvalSplit(*(jnp.stack([getattr(p[2], f) for p in per]) for f in "xyw"),
                             v0.n, v0.batch)
+    books, histories = _books(cfgs, [experiment.SupervisedJob.divergence_hint] * k, reporter)
+    pending = [Member(cfg, book, experiment.new_state(cfg, engine, ds), tag=i)
+               for i, (cfg, book, ds) in enumerate(zip(cfgs, books, datasets, strict=True))]
+    finals: list[Any] = [None] * k
+    run(pop, x, y, val, lambda: pending.pop(0) if pending else None,
+        lambda m, state, seconds: finals.__setitem__(m.tag, state), template=pending[0].state)
+    return _results(cfgs, books, histories, finals)
+
+
+def _books(cfgs: Sequence[Config], hints: Sequence[str], reporter: Reporter | None
+           ) -> tuple[list[Book], list[list[dict[str, float]]]]:
+    """Each member's bookkeeping (no run directory) and the history its
+    reports fill, passed on to ``reporter(member, epoch, metrics)``."""
     histories: list[list[dict[str, float]]] = [[] for _ in cfgs]
-    pending = []
-    for i, (cfg, ds) in enumerate(zip(cfgs, datasets, strict=True)):
+    books = []
+    for i, (cfg, hint) in enumerate(zip(cfgs, hints, strict=True)):
         def report(epoch, metrics, i=i):
             histories[i].append(dict(metrics))
             return reporter is not None and bool(reporter(i, epoch, metrics))
 
-        book = Book(cfg, LoopState(), experiment.SupervisedJob.divergence_hint,
-                    reporter=report)
-        pending.append(Member(cfg, book, experiment.new_state(cfg, engine, ds), tag=i))
-    template = pending[0].state
-    finals: list[Any] = [None] * k
-    run(pop, x, y, val, lambda: pending.pop(0) if pending else None,
-        lambda m, state, seconds: finals.__setitem__(m.tag, (m, state)), template=template)
-    by_split = experiment._by_split
-    out = []
-    for i, cfg in enumerate(cfgs):
-        m, state = finals[i]
-        loop = m.loop
-        out.append(MemberResult(cfg, m.book.status, histories[i], by_split(loop.best_metrics),
-                                by_split(loop.last_metrics), loop.best_epoch, state,
-                                m.book.best_state))
-    return out
+        books.append(Book(cfg, LoopState(), hint, reporter=report))
+    return books, histories
+
+
+def _results(cfgs: Sequence[Config], books: Sequence[Book],
+             histories: Sequence[list[dict[str, float]]], finals: Sequence[Any]
+             ) -> list[MemberResult]:
+    from jaxdl.experiment import _by_split
+
+    return [MemberResult(cfg, book.status, history, _by_split(book.loop.best_metrics),
+                         _by_split(book.loop.last_metrics), book.loop.best_epoch, final,
+                         book.best_state)
+            for cfg, book, history, final in zip(cfgs, books, histories, finals, strict=True)]
 
 
 def _train_rl(cfgs: Sequence[Config], reporter: Reporter | None) -> list[MemberResult]:
     """PPO / DQN members (see :func:`run_agents`), without run directories."""
-    from jaxdl import experiment, rl_run
+    from jaxdl import rl_run
 
     jobs = [rl_run.RLJob(cfg, log=lambda line: None) for cfg in cfgs]
-    histories: list[list[dict[str, float]]] = [[] for _ in cfgs]
-    books = []
-    for i, (cfg, job) in enumerate(zip(cfgs, jobs, strict=True)):
-        def report(epoch, metrics, i=i):
-            histories[i].append(dict(metrics))
-            return reporter is not None and bool(reporter(i, epoch, metrics))
-
-        books.append(Book(cfg, LoopState(), job.divergence_hint, reporter=report))
+    books, histories = _books(cfgs, [job.divergence_hint for job in jobs], reporter)
     finals: list[Any] = [None] * len(cfgs)
     run_agents(jobs, books, [job.new_state() for job in jobs],
                lambda i, state, seconds: finals.__setitem__(i, state))
-    by_split = experiment._by_split
-    out = []
-    for i, cfg in enumerate(cfgs):
-        loop = books[i].loop
-        out.append(MemberResult(cfg, books[i].status, histories[i],
-                                by_split(loop.best_metrics), by_split(loop.last_metrics),
-                                loop.best_epoch, finals[i], books[i].best_state))
-    return out
+    return _results(cfgs, books, histories, finals)
 
 
 def run_agents(jobs: Sequence[Any], books: Sequence[Book], states: Sequence[Any],
@@ -581,8 +576,7 @@ def run_agents(jobs: Sequence[Any], books: Sequence[Book], states: Sequence[Any]
             book.loop.eval_seconds += t2 - t1
             stop = book.record(epoch, jobs[i].epoch_steps(epoch), train_m, evaluated,
                                functools.partial(get.rows, rows))
-            if stop or epoch == len(chunks):
+            if stop or epoch == len(chunks):   # the book has flushed
                 ended[i] = True
-                book.flush()
                 done(i, get.rows(rows), time.perf_counter() - t_start)
     return program.compile_seconds - compiled

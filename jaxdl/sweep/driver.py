@@ -144,6 +144,50 @@ class _Handoff:
         self._stack.close()
 
 
+def stop_reason(spec: SweepSpec, study: optuna.Study, trials: list[FrozenTrial],
+                deadline: float | None, *, running: int) -> tuple[str | None, bool]:
+    """Whether a worker may start another trial, counted under the budget
+    lock: ``(why, wait)``. ``why`` (one line) ends the worker: the budget is
+    met, too many trials failed, the deadline passed, the grid is exhausted.
+    ``wait``: ``running`` trials hold the rest of the budget.
+
+    Args:
+      trials: the study's trials, just read.
+      running: trials running that count against the budget (with
+        heartbeats, every running one: a dead worker's is failed and
+        re-queued in time).
+    """
+    budget = _budget(spec)
+    max_failed = spec.budget.max_failed or budget
+    c = _counts(trials)
+    # Failures that count: exceptions, not dead workers or Ctrl-C (those
+    # trials are re-queued).
+    errors = sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials)
+    if budget is not None and c["finished"] >= budget:
+        return f"the study holds {c['finished']} finished trials (budget {budget})", False
+    if max_failed is not None and errors >= max_failed and c["waiting"] == 0:
+        return (f"{errors} trials failed (budget.max_failed {max_failed}); see their errors "
+                "with jaxdl report"), False
+    if deadline is not None and time.time() >= deadline:
+        return f"timeout of {spec.budget.timeout:g} s reached", False
+    if isinstance(study.sampler, optuna.samplers.GridSampler) and \
+            study.sampler.is_exhausted(study):
+        return "the grid is exhausted", False
+    # The rest of the budget is running elsewhere (or, in a population, here).
+    wait = budget is not None and c["finished"] + running >= budget and c["waiting"] == 0
+    return None, wait
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed trial again (a WAITING copy with its params, user attrs
+    and reported values), so the next run resumes it from its latest
+    checkpoint."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=None, inherit_intermediate_values=True)(study, trial)
+
+
 def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
                  deadline: float | None, progress: _Display | None) -> str:
     """Run trials until the budget, the deadline or the failure limit.
@@ -152,8 +196,6 @@ def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
       Why it stopped (one line).
     """
     info = storage_lib.resolve(spec.storage, spec.directory)
-    budget = _budget(spec)
-    max_failed = spec.budget.max_failed or budget
     # Without heartbeats a RUNNING trial of a dead process would hold its
     # budget slot forever: then running trials are not waited for.
     heartbeat = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
@@ -186,23 +228,8 @@ def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
                 optuna.storages.fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
             c = _counts(trials)
-            # Failures that count: exceptions, not dead workers or Ctrl-C
-            # (those trials are re-queued).
-            errors = sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials)
-            why, wait = None, False
-            if budget is not None and c["finished"] >= budget:
-                why = f"the study holds {c['finished']} finished trials (budget {budget})"
-            elif max_failed is not None and errors >= max_failed and c["waiting"] == 0:
-                why = (f"{errors} trials failed (budget.max_failed {max_failed}); "
-                       "see their errors with jaxdl report")
-            elif deadline is not None and time.time() >= deadline:
-                why = f"timeout of {spec.budget.timeout:g} s reached"
-            elif isinstance(study.sampler, optuna.samplers.GridSampler) and \
-                    study.sampler.is_exhausted(study):
-                why = "the grid is exhausted"
-            elif heartbeat and budget is not None and \
-                    c["finished"] + c["running"] >= budget and c["waiting"] == 0:
-                wait = True   # the rest of the budget is running elsewhere
+            why, wait = stop_reason(spec, study, trials, deadline,
+                                    running=c["running"] if heartbeat else 0)
         except BaseException:
             handoff.release()
             raise
@@ -233,10 +260,7 @@ def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
                 frozen = study._storage.get_trial(trial._trial_id)
                 if frozen.state == TrialState.FAIL and \
                         frozen.user_attrs.get("status") == "interrupted":
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                        optuna.storages.RetryHeartbeatStaleTrialCallback(
-                            max_retry=None, inherit_intermediate_values=True)(study, frozen)
+                    requeue(study, frozen)
             raise
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as e:
             # The trial was failed under us (its heartbeats stalled past the

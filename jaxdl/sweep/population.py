@@ -62,6 +62,7 @@ from jaxdl.errors import DataError
 from jaxdl.loop import Book
 from jaxdl.sweep import space as space_lib
 from jaxdl.sweep import storage as storage_lib
+from jaxdl.sweep.driver import _budget, requeue, stop_reason
 from jaxdl.sweep.objective import Objective, trial_value
 from jaxdl.sweep.reporting import counts as _counts
 from jaxdl.sweep.spec import SweepSpec
@@ -203,7 +204,6 @@ class PopulationSweep:
         self.note = note or (lambda s: None)
         self.info = storage_lib.resolve(spec.storage, spec.directory)
         self.budget = _budget(spec)
-        self.max_failed = spec.budget.max_failed or self.budget
         self.heartbeat = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
         self.shapes: OrderedDict[str, _Shape] = OrderedDict()
         self.pending: list[_Ask] = []
@@ -222,33 +222,22 @@ class PopulationSweep:
 
     def _ask(self, fixed: Mapping[str, Any] | None) -> tuple[_Ask | None, str | None, bool]:
         """A new trial (shape params ``fixed``), or why not: ``(ask, why,
-        wait)``; ``why`` ends the sweep, ``wait`` means other workers hold the
-        rest of the budget."""
+        wait)``; ``why`` ends the sweep, ``wait`` means running trials (this
+        driver's or other workers') hold the rest of the budget."""
         while True:
             with storage_lib.budget_lock(self.info, self.spec.name):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(self.study)
                 trials = self.study.get_trials(deepcopy=False)
-                c = _counts(trials)
-                errors = sum(t.state == TrialState.FAIL and "error" in t.user_attrs
-                             for t in trials)
-                running = c["running"] if self.heartbeat else \
+                # Without heartbeats only this driver's running trials count
+                # (a dead process's would hold their slots forever).
+                running = _counts(trials)["running"] if self.heartbeat else \
                     len(self.live) + len(self.pending)
-                budget = self.budget
-                if budget is not None and c["finished"] >= budget:
-                    return None, (f"the study holds {c['finished']} finished trials "
-                                  f"(budget {budget})"), False
-                if self.max_failed is not None and errors >= self.max_failed and \
-                        c["waiting"] == 0:
-                    return None, (f"{errors} trials failed (budget.max_failed "
-                                  f"{self.max_failed}); see their errors with jaxdl report"), \
-                        False
-                if self.deadline is not None and time.time() >= self.deadline:
-                    return None, f"timeout of {self.spec.budget.timeout:g} s reached", False
-                if budget is not None and c["finished"] + running >= budget and \
-                        c["waiting"] == 0:
-                    return None, None, True
+                why, wait = stop_reason(self.spec, self.study, trials, self.deadline,
+                                        running=running)
+                if why is not None or wait:
+                    return None, why, wait
                 sampler = self.study.sampler
                 if fixed:
                     with warnings.catch_warnings():
@@ -291,14 +280,10 @@ class PopulationSweep:
         trial, cfg = ask.trial, ask.cfg
         t0 = time.perf_counter()
         try:
-            run_dir, resume = self.objective.place(trial, cfg)
             job = shape.job
-            opened = experiment.open_run(
-                cfg, job, run_dir, resume=resume, log=self._log,
-                state=experiment.new_state(cfg, job.engine, job.dataset))
-            book = Book(cfg, opened.loop, job.divergence_hint,
-                        reporter=self._reporter(trial, cfg.train.epochs),
-                        checkpointer=opened.checkpointer, writer=opened.writer)
+            run_dir, resume = self.objective.place(trial, cfg)
+            opened, book = self._open(ask, job, run_dir, resume,
+                                      experiment.new_state(cfg, job.engine, job.dataset))
         except Exception as e:  # noqa: BLE001 - recorded on the trial
             self._fail(trial, e)
             if isinstance(e, DataError):
@@ -314,6 +299,29 @@ class PopulationSweep:
             self._done(m, opened.state, 0.0, shape)
             return None
         return m
+
+    def _open(self, ask: _Ask, job: Any, run_dir: Any, resume: bool, state: Any = None
+              ) -> tuple[experiment.OpenedRun, Book]:
+        """A member's run directory opened (as ``jaxdl.run`` opens one) and
+        its bookkeeping, reporting to its trial."""
+        cfg = ask.cfg
+        opened = experiment.open_run(cfg, job, run_dir, resume=resume, log=self._log,
+                                     state=state)
+        book = Book(cfg, opened.loop, job.divergence_hint,
+                    reporter=self._reporter(ask.trial, cfg.train.epochs),
+                    checkpointer=opened.checkpointer, writer=opened.writer)
+        return opened, book
+
+    def _ask_same_shape(self, fixed: Mapping[str, Any], key: str) -> _Ask | None:
+        """A trial for a group of shape ``key`` (its shape params ``fixed``),
+        or None when the budget, the deadline or another worker says no, or
+        when the study handed back a re-queued trial of another shape (which
+        then waits for the next group)."""
+        ask, _, _ = self._ask(fixed)
+        if ask is not None and shape_key(ask.cfg) != key:
+            self.pending.append(ask)
+            return None
+        return ask
 
     def _reporter(self, trial: optuna.Trial, epochs: int):
         """The plain objective's reporter, with median and percentile pruning
@@ -493,18 +501,20 @@ class PopulationSweep:
         trial = ask.trial
         self.pending.append(ask)   # re-queued if interrupted
         try:
-            value = self.objective(trial)
-        except optuna.TrialPruned:
-            self.pending.remove(ask)
-            self.study.tell(trial, state=TrialState.PRUNED)
+            try:
+                value = self.objective(trial)
+            except optuna.TrialPruned:
+                value = None
         except Exception as e:  # noqa: BLE001 - the objective recorded the error
             self.pending.remove(ask)
             self._fail(trial, e)
             if isinstance(e, DataError):
                 raise
             return
+        self.pending.remove(ask)
+        if value is None:
+            self.study.tell(trial, state=TrialState.PRUNED)
         else:
-            self.pending.remove(ask)
             self.study.tell(trial, value)
         self._after_tell(trial)
 
@@ -529,12 +539,8 @@ class PopulationSweep:
                 elif closed[0] or record["trials"] >= quota:
                     return None
                 else:
-                    ask, why, _ = self._ask(fixed)
+                    ask = self._ask_same_shape(fixed, key)
                     if ask is None:
-                        closed[0] = True
-                        return None
-                    if shape_key(ask.cfg) != key:   # a re-queued trial of another shape
-                        self.pending.append(ask)
                         closed[0] = True
                         return None
                     record["trials"] += 1
@@ -560,12 +566,9 @@ class PopulationSweep:
         params = opener.trial.params
         fixed = {k: params[k] for k in self.fixed_keys if k in params}
         asks = [opener]
-        while len(asks) < self.size:     # _ask stops at the budget
-            ask, _, _ = self._ask(fixed)
+        while len(asks) < self.size:
+            ask = self._ask_same_shape(fixed, key)
             if ask is None:
-                break
-            if shape_key(ask.cfg) != key:
-                self.pending.append(ask)
                 break
             asks.append(ask)
         group = len(self.groups)
@@ -582,10 +585,7 @@ class PopulationSweep:
                     resumed.append(ask)
                     continue
                 job = rl_run.RLJob(cfg, log=self._log)
-                opened = experiment.open_run(cfg, job, run_dir, log=self._log)
-                book = Book(cfg, opened.loop, job.divergence_hint,
-                            reporter=self._reporter(trial, cfg.train.epochs),
-                            checkpointer=opened.checkpointer, writer=opened.writer)
+                opened, book = self._open(ask, job, run_dir, False)
             except Exception as e:  # noqa: BLE001 - recorded on the trial
                 self._fail(trial, e)
                 continue
@@ -621,11 +621,7 @@ class PopulationSweep:
             with contextlib.suppress(Exception):
                 trial.set_user_attr("status", "interrupted")
                 self.study.tell(trial, state=TrialState.FAIL)
-                frozen = self.study._storage.get_trial(trial._trial_id)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=None, inherit_intermediate_values=True)(self.study, frozen)
+                requeue(self.study, self.study._storage.get_trial(trial._trial_id))
         self.live.clear()
         self.pending.clear()
 
@@ -633,10 +629,3 @@ class PopulationSweep:
     def compiled_shapes(self) -> int:
         """Distinct shapes whose population programs this sweep compiled."""
         return len(self._compiled)
-
-
-def _budget(spec: SweepSpec) -> int | None:
-    from jaxdl.sweep.driver import _budget as budget
-
-    return budget(spec)
-

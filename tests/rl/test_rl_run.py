@@ -243,19 +243,27 @@ def test_hyperparameters_are_data_a_new_learning_rate_compiles_nothing(tmp_path)
             != first.summary["final"]["train"]["value_loss"])
 
 
-def test_a_ppo_sweep_searches_data_hyperparameters(tmp_path):
+def tiny_ppo_sweep(tmp_path, **top):
+    """A sweep of :func:`tiny_ppo` over learning rate, entropy coefficient
+    and clip range (``top``: more or other top-level spec keys)."""
     from jaxdl import sweep
 
-    spec = sweep.from_dict({
+    return sweep.from_dict({
         "name": "tiny_ppo_sweep", "base": config.to_dict(tiny_ppo()),
         "space": {"ppo.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2,
                                         "log": True},
                   "ppo.ent_coef": {"type": "float", "low": 0.0, "high": 0.05},
                   "ppo.clip_eps": {"type": "float", "low": 0.1, "high": 0.3}},
         "objective": {"metric": "val_return", "value": "last"},
-        "pruner": {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 1},
-        "budget": {"trials": 3}, "study_dir": str(tmp_path / "study"),
-    })
+        "study_dir": str(tmp_path / "study"), **top})
+
+
+def test_a_ppo_sweep_searches_data_hyperparameters(tmp_path):
+    from jaxdl import sweep
+
+    spec = tiny_ppo_sweep(
+        tmp_path, pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 1},
+        budget={"trials": 3})
     assert spec.direction == "maximize"
     study = sweep.run(spec, quiet=True, progress=False)
     finished = [t for t in study.trials if t.state.is_finished()]

@@ -216,17 +216,10 @@ def test_a_ppo_sweep_in_populations(tmp_path):
     """PPO trials of one shape in lockstep: learning rate, entropy coefficient
     and clip range per member; each trial an ordinary one, its run as a
     plain trial's."""
-    from tests.rl.test_rl_run import tiny_ppo
+    from tests.rl.test_rl_run import tiny_ppo_sweep
 
-    spec = sweep.from_dict({
-        "name": "ppo_pop", "base": config.to_dict(tiny_ppo()),
-        "space": {"ppo.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2,
-                                        "log": True},
-                  "ppo.ent_coef": {"type": "float", "low": 0.0, "high": 0.05},
-                  "ppo.clip_eps": {"type": "float", "low": 0.1, "high": 0.3}},
-        "objective": {"metric": "val_return", "value": "last"},
-        "pruner": {"name": "none"}, "budget": {"trials": 4}, "population": 2,
-        "study_dir": str(tmp_path / "study")})
+    spec = tiny_ppo_sweep(tmp_path, name="ppo_pop", pruner={"name": "none"},
+                          budget={"trials": 4}, population=2)
     study = sweep.run(spec, quiet=True, report=False)
     done = finished(study)
     assert len(done) == 4 and all(t.state == TrialState.COMPLETE for t in done)
