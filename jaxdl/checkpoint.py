@@ -98,12 +98,15 @@ class Checkpointer:
 
         Args:
           abstract_state: a state (or ``jax.ShapeDtypeStruct`` tree) with the
-            structure, shapes and dtypes to restore into.
+            structure, shapes and dtypes to restore into, and the shardings
+            (leaves without one go to this process's first device). A
+            checkpoint written over any mesh or number of processes restores
+            into any other.
         """
         if epoch not in self._mgr.all_steps():
             raise CheckpointError(
                 f"no checkpoint for epoch {epoch} in {self.directory}; have {self.epochs()}")
-        target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        target = jax.tree_util.tree_map(_with_sharding, abstract_state)
         try:
             out = self._mgr.restore(epoch, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
@@ -126,6 +129,18 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _with_sharding(leaf: Any) -> jax.ShapeDtypeStruct:
+    """The restore target of one leaf: its shape, dtype and sharding (one
+    device when it has none: Orbax would otherwise try the topology it was
+    saved from)."""
+    target = ocp.utils.to_shape_dtype_struct(leaf)
+    if getattr(target, "sharding", None) is None:
+        target = jax.ShapeDtypeStruct(target.shape, target.dtype,
+                                      sharding=jax.sharding.SingleDeviceSharding(
+                                          jax.local_devices()[0]))
+    return target
 
 
 @contextlib.contextmanager

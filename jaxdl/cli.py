@@ -2,6 +2,7 @@
 library function.
 
     jaxdl train CONFIG [--set key=value ...] [--workdir DIR] [--resume] [--seeds N] (RL)
+                       [--coordinator HOST:PORT --num-processes N --process-id I]
     jaxdl eval RUN_DIR [--which best|latest] [--split test ...] [--episodes N] (RL: greedy)
     jaxdl sample RUN_DIR [--n N] [--out PNG]          (GAN runs: an image grid)
     jaxdl sample RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K]
@@ -47,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
                       help="progress bars even when stderr is not a terminal")
     bars.add_argument("--no-progress", action="store_true", help="one line per epoch, no bars")
     t.add_argument("--quiet", action="store_true", help="print only errors")
+    d = t.add_argument_group(
+        "multi-host jobs", "run the same command on every host (one process per host, or per "
+        "group of devices); SLURM job steps and Cloud TPU pod slices are detected without "
+        "these, and $JAXDL_COORDINATOR, $JAXDL_NUM_PROCESSES, $JAXDL_PROCESS_ID are read "
+        "when they are not given")
+    d.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="address of process 0, which the others connect to")
+    d.add_argument("--num-processes", type=_positive, help="processes in the job")
+    d.add_argument("--process-id", type=int, help="this process's index, 0..N-1")
 
     e = sub.add_parser("eval", help="evaluate a run's best checkpoint")
     e.add_argument("run_dir")
@@ -189,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sweep.report(study, out, top=args.top or None)
             return EXIT_OK
         if args.command == "train":
+            from jaxdl import parallel
+
+            # Before any JAX work: the job's processes form one set of devices.
+            parallel.initialize(args.coordinator, args.num_processes, args.process_id)
             cfg = config.load(args.config, _train_overrides(args))
             progress = False if args.no_progress else (True if args.progress else None)
             result = experiment.run(cfg, workdir=args.workdir, resume=args.resume,

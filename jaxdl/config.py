@@ -62,6 +62,8 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
+    "PRECISIONS",
+    "ParallelConfig",
     "TrainConfig",
     "DATASET_TASKS",
     "NOT_FINGERPRINTED",
@@ -91,6 +93,8 @@ DATASETS = IMAGE_DATASETS + PLAYGROUND_DATASETS + ("linear",) + SEQUENCE_DATASET
 FEATURES = ("x1", "x2", "x1^2", "x2^2", "x1*x2", "sin(x1)", "sin(x2)")
 RECURRENT_MODELS = ("rnn", "lstm")
 MODELS = ("mlp", "cnn") + RECURRENT_MODELS
+# Compute precision: float32, or bfloat16 with float32 master weights.
+PRECISIONS = ("fp32", "bf16")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu", "identity")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential")
@@ -137,14 +141,17 @@ DEFAULT_TEST_FRACTION = {"text": 0.05, "sine": 0.2, "other": 0.5}
 # are left out of the fingerprint so the same experiment on another machine
 # (or with another data directory) has the same identity.
 NOT_FINGERPRINTED = ("data.dir", "train.progress", "sample.prompt", "sample.length",
-                     "sample.temperatures", "sample.top_k", "gan.grid_every", "gan.grid_size")
+                     "sample.temperatures", "sample.top_k", "gan.grid_every", "gan.grid_size",
+                     # How a run is laid out over devices: the same experiment
+                     # (equal to float tolerance, tested) on 1 or 8 devices.
+                     "parallel.data", "parallel.fsdp", "parallel.input", "parallel.prefetch")
 # Sections an algorithm does not read: left out of its fingerprint (and must
 # stay at their defaults, so that a setting there is not silently ignored).
 _RL_SECTIONS = ("rl",) + RL_ALGORITHMS
 UNUSED_SECTIONS = {
     "supervised": ("gan",) + _RL_SECTIONS,
-    "gan": ("model", "optim", "sample") + _RL_SECTIONS,
-    **{name: ("data", "model", "optim", "sample", "gan")
+    "gan": ("model", "optim", "sample", "parallel") + _RL_SECTIONS,
+    **{name: ("data", "model", "optim", "sample", "gan", "parallel")
        + tuple(other for other in RL_ALGORITHMS if other != name) for name in RL_ALGORITHMS},
 }
 # train fields an RL run does not read (it has no dataset or batches).
@@ -153,7 +160,7 @@ RL_UNUSED_TRAIN = ("batch_size", "eval_batch_size", "loss", "l2", "steps_per_cal
 # these defaults, so configs written before them keep their identity (their
 # run directories and sweep studies stay where they were).
 FINGERPRINT_IF_NOT = {"data.seq_len": 100, "model.bidirectional": False, "model.embed": 64,
-                      "model.unroll": 1}
+                      "model.unroll": 1, "precision": "fp32"}
 
 
 def _field(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
@@ -317,6 +324,33 @@ class TrainConfig(_Section):
         None, "train steps per compiled call: null = measured choice per model and backend "
         "(the whole epoch in one lax.scan, except a cnn's XLA convolutions on CPU: 1)", lo=1)
     progress: bool = _field(True, "show a progress bar when stderr is a terminal")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelConfig(_Section):
+    """How a supervised run is laid out over devices (see
+    :mod:`jaxdl.parallel`). Not part of the fingerprint: the same experiment
+    on 1 or 8 devices trains the same numbers to float tolerance."""
+
+    _key: ClassVar[str] = "parallel."
+
+    data: int | str = _field(
+        "auto", "devices the batch is split over (data parallelism; gradients reduced by "
+        "XLA): auto = every device of an accelerator, or of all processes of a multi-host "
+        "job; 1 on a single CPU process, whose host 'devices' share the same cores")
+    fsdp: int = _field(
+        1, "devices on a second mesh axis that shards the parameters and optimizer state "
+        "of large layers (fully sharded data parallel); the batch is split over both axes",
+        lo=1)
+    input: str = _field(
+        "auto", "where an epoch's batches come from: device (the training set on every "
+        "device, batches gathered inside the compiled epoch), host (each process gathers "
+        "its devices' rows on the host and transfers them while the previous chunk "
+        "trains), auto (host for a multi-process job, else device)",
+        choices=("auto", "device", "host"))
+    prefetch: int = _field(
+        2, "host input: compiled calls (chunks or epochs) prepared ahead of the one "
+        "training", lo=1, hi=16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -531,7 +565,12 @@ class Config(_Section):
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    precision: str = _field(
+        "fp32", "compute precision: fp32, or bf16 (bfloat16 activations and gradients, "
+        "float32 master weights and optimizer state; no loss scaling is needed: bfloat16 "
+        "has float32's exponent range)", choices=PRECISIONS)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
     gan: GANConfig = dataclasses.field(default_factory=GANConfig)
@@ -1008,6 +1047,9 @@ def _unused_section_problems(cfg: Config) -> list[str]:
     for section in UNUSED_SECTIONS[cfg.algorithm]:
         value = getattr(cfg, section)
         default = flatten(to_dict(type(value)()))
+        if section == "parallel":
+            hint = ("data-parallel training is for supervised runs; a GAN trains on one "
+                    "device, an RL run trains its agents side by side on one device")
         changed = [f"{section}.{k}" for k, v in flatten(to_dict(value)).items()
                    if v != default[k]]
         if changed:
@@ -1096,9 +1138,30 @@ def rl_updates(cfg: Config) -> tuple[int, int]:
     return cfg.rl.total_steps // per_update, per_update
 
 
+def _parallel_problems(cfg: Config) -> list[str]:
+    """``parallel.data`` is a count or auto; bf16 is for supervised runs."""
+    problems = []
+    data = cfg.parallel.data
+    if isinstance(data, str) and data != "auto":
+        problems.append(f"parallel.data: expected a number of devices >= 1 or auto, got {data!r}")
+    elif isinstance(data, int) and data < 1:
+        problems.append(f"parallel.data: must be >= 1 (or auto), got {data}")
+    if cfg.precision != "fp32" and cfg.algorithm != "supervised":
+        problems.append(f"precision: {cfg.precision} is for supervised runs; a "
+                        f"{cfg.algorithm} run computes in fp32")
+    if isinstance(data, int) and data >= 1 and cfg.algorithm == "supervised" and (
+            cfg.train.batch_size % (data * cfg.parallel.fsdp)):
+        problems.append(
+            f"train.batch_size: {cfg.train.batch_size} does not split evenly over "
+            f"parallel.data {data} x parallel.fsdp {cfg.parallel.fsdp} devices; use a "
+            "multiple of their product")
+    return problems
+
+
 def _cross_check(cfg: Config) -> list[str]:
     """Constraints that involve more than one field."""
-    problems = _monitor_problems(cfg) + _unused_section_problems(cfg)
+    problems = (_monitor_problems(cfg) + _unused_section_problems(cfg)
+                + _parallel_problems(cfg))
     if cfg.algorithm in RL_ALGORITHMS:
         return problems + _rl_problems(cfg)
     if cfg.algorithm == "gan":

@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxdl import config as config_lib
 from jaxdl import data as data_lib
-from jaxdl import models, optim
+from jaxdl import models, optim, parallel
 from jaxdl.algorithms.supervised import Engine, Task, TrainState, default_steps_per_call
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.compilation_cache import BuiltByShape
@@ -82,7 +82,8 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
     return Path(root) / f"{cfg.name}-{config_lib.fingerprint(cfg)[:8]}"
 
 
-def _shape_key(cfg: Config, dataset: data_lib.Dataset, backend: str) -> tuple:
+def _shape_key(cfg: Config, dataset: data_lib.Dataset, backend: str,
+               layout: parallel.Layout | None = None) -> tuple:
     """Everything that changes compiled shapes or structure. Hyperparameter
     *values* (learning rate, momentum, dropout rate, L2, weight decay, seed,
     epochs) are left out: they are data."""
@@ -95,11 +96,15 @@ def _shape_key(cfg: Config, dataset: data_lib.Dataset, backend: str) -> tuple:
          dataset.window, dataset.epoch_examples, dataset.sequence, dataset.vocab is not None),
         (cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.steps_per_call),
         backend,
+        cfg.precision,
+        None if layout is None else layout.key(),
     )
 
 
-def build_engine(cfg: Config, dataset: data_lib.Dataset) -> Engine:
-    """The (cached) :class:`Engine` for this config's shape."""
+def build_engine(cfg: Config, dataset: data_lib.Dataset,
+                 layout: parallel.Layout | None = None) -> Engine:
+    """The (cached) :class:`Engine` for this config's shape, on one device or
+    over ``layout``'s mesh (see :func:`jaxdl.parallel.layout`)."""
     backend = jax.default_backend()
 
     def build() -> Engine:
@@ -114,9 +119,10 @@ def build_engine(cfg: Config, dataset: data_lib.Dataset) -> Engine:
                       batch_size=cfg.train.batch_size, n_train=len(dataset.train),
                       steps_per_call=spc, eval_batch_size=cfg.train.eval_batch_size,
                       scan_eval=spc > 1, window=dataset.window,
-                      epoch_examples=dataset.epoch_examples)
+                      epoch_examples=dataset.epoch_examples, layout=layout,
+                      precision=cfg.precision)
 
-    return _ENGINES.get(_shape_key(cfg, dataset, backend), build)
+    return _ENGINES.get(_shape_key(cfg, dataset, backend, layout), build)
 
 
 def new_state(cfg: Config, engine: Engine, dataset: data_lib.Dataset) -> TrainState:
@@ -129,7 +135,7 @@ def new_state(cfg: Config, engine: Engine, dataset: data_lib.Dataset) -> TrainSt
     steps = engine.steps_per_epoch
     opt_state = optim.set_hyperparams(state.opt_state,
                                       optim.hyperparams(cfg.optim, steps, cfg.train.epochs))
-    return state.replace(opt_state=opt_state)
+    return engine.place(state.replace(opt_state=opt_state))
 
 
 def _versions() -> dict[str, str]:
@@ -200,8 +206,13 @@ class SupervisedJob:
 
     divergence_hint = "try a lower optim.learning_rate or optim.clip_norm"
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, *, layout: parallel.Layout | None | str = "config"):
+        """Args:
+          layout: the device layout; ``"config"`` (default) resolves
+            ``cfg.parallel`` (:func:`jaxdl.parallel.layout`), None is one device.
+        """
         self.cfg = cfg
+        self.layout = parallel.layout(cfg) if layout == "config" else layout
         self.dataset = dataset = data_lib.load(cfg.data, cfg.seed)
         if dataset.vocab is not None:
             # Checked before training: a prompt the samples cannot start from.
@@ -209,10 +220,10 @@ class SupervisedJob:
                 dataset.vocab.encode(cfg.sample.prompt)
             except DataError as e:
                 raise ConfigError(f"sample.prompt: {e}", "<config>") from None
-        self.engine = engine = build_engine(cfg, dataset)
+        self.engine = engine = build_engine(cfg, dataset, self.layout)
         self.steps_per_epoch = engine.steps_per_epoch
         self._keys = run_keys(cfg.seed)
-        self._x, self._y = jnp.asarray(dataset.train.x), jnp.asarray(dataset.train.y)
+        self._x, self._y = engine.put_train(dataset.train.x, dataset.train.y)
         self._evals = {}
         if dataset.val is not None:
             self._evals["val"] = engine.put_eval_split(dataset.val.x, dataset.val.y)
@@ -228,7 +239,9 @@ class SupervisedJob:
     def run_info(self) -> dict[str, Any]:
         return {"steps_per_epoch": self.engine.steps_per_epoch,
                 "steps_per_call": self.engine.steps_per_call,
-                "normalizer": self.dataset.normalizer.to_dict()}
+                "normalizer": self.dataset.normalizer.to_dict(),
+                "precision": self.cfg.precision,
+                "parallel": None if self.layout is None else self.layout.describe()}
 
     def prepare(self, run_dir: Path) -> None:
         if self.dataset.vocab is not None:
@@ -242,9 +255,12 @@ class SupervisedJob:
                             self._keys["dropout"], self._evals, progress=progress)
 
     def train_epoch(self, state: TrainState, epoch: int, on_progress):
-        return self.engine.train_epoch(state, self._x, self._y,
-                                       jax.random.fold_in(self._keys["shuffle"], epoch),
-                                       self._keys["dropout"], on_progress=on_progress)
+        shuffle = self._keys["shuffle"]
+        later = epoch < self.cfg.train.epochs and self.engine.host_input
+        return self.engine.train_epoch(
+            state, self._x, self._y, jax.random.fold_in(shuffle, epoch), self._keys["dropout"],
+            on_progress=on_progress,
+            next_shuffle_key=jax.random.fold_in(shuffle, epoch + 1) if later else None)
 
     def evaluate(self, state: TrainState) -> dict[str, dict[str, float]]:
         return {split: self.engine.evaluate(state, data) for split, data in self._evals.items()}
@@ -255,7 +271,8 @@ class SupervisedJob:
     def test(self, state: TrainState) -> dict[str, float]:
         if self._test is None:
             self._test = self.engine.put_eval_split(self.dataset.test.x, self.dataset.test.y)
-        return self.engine.evaluate(jax.device_put(state), self._test)
+        placed = jax.device_put(state) if self.layout is None else self.engine.place(state)
+        return self.engine.evaluate(placed, self._test)
 
     def baselines(self) -> dict[str, dict[str, float]]:
         return self.dataset.baselines or {}
@@ -322,6 +339,9 @@ def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         # A bar only where someone watches: not in logs, CI or pipes (and a
         # bar's host callback keeps the epoch out of the persistent cache).
         progress = cfg.train.progress and sys.stderr.isatty()
+    if not parallel.is_main():   # a multi-host job's record and output are process 0's
+        quiet = True
+        log = lambda s: None  # noqa: E731
     progress = progress and not quiet
     run_dir = Path(workdir) if workdir is not None else default_run_dir(cfg)
     finished = _prepare_dir(cfg, run_dir, resume)
@@ -364,33 +384,37 @@ def open_run(cfg: Config, job: Any, run_dir: Path, *, resume: bool = False, log=
       job: the run's job (its ``run_info``, ``prepare`` and ``new_state``).
       state: the fresh state (default ``job.new_state()``).
     """
+    main = parallel.is_main()   # other processes of a multi-host job write checkpoints only
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        config_lib.dump(cfg, run_dir / "config.yaml")
+        if main:
+            config_lib.dump(cfg, run_dir / "config.yaml")
     except OSError as e:
         raise CheckpointError(f"cannot write the run directory {run_dir}: {e.strerror}") from None
-    if not (resume and (run_dir / "run.json").exists()):   # a resume keeps the original
+    if main and not (resume and (run_dir / "run.json").exists()):   # a resume keeps the original
         write_json(run_dir / "run.json", {
             "name": cfg.name, "fingerprint": config_lib.fingerprint(cfg), "seed": cfg.seed,
             "versions": _versions(), "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "command": [redact(a) for a in sys.argv],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **job.run_info(),
         })
-    job.prepare(run_dir)
+    if main:
+        job.prepare(run_dir)
 
     if state is None:
         state = job.new_state()
     ckpt = None
     if cfg.checkpoint.enabled:
         ckpt = Checkpointer(run_dir / "checkpoints")
-    writer = MetricsWriter(run_dir / "metrics.jsonl")
+    writer = MetricsWriter(run_dir / "metrics.jsonl", enabled=main)
     loop = LoopState()
     if resume and ckpt is not None and ckpt.latest_epoch() is not None:
         state, meta = ckpt.restore(ckpt.latest_epoch(), state)
         loop = LoopState.from_meta(meta)
         log(f"resuming {run_dir} after epoch {loop.epoch}")
     writer.truncate_after(loop.epoch)
-    (run_dir / "summary.json").unlink(missing_ok=True)
+    if main:
+        (run_dir / "summary.json").unlink(missing_ok=True)
     return OpenedRun(run_dir, state, loop, ckpt, writer)
 
 
@@ -423,13 +447,14 @@ def close_run(cfg: Config, job: Any, opened: OpenedRun, result: Any, *,
         ckpt.close()
     use_state = best_state if best_state is not None else (
         result.state if result.status != "diverged" else None)
-    if use_state is not None:
+    main = parallel.is_main()
+    if use_state is not None and main:
         try:
             job.artifacts(use_state, run_dir, log)
         except Exception as e:  # noqa: BLE001 - an extra must not cost the run's record
             warnings.append(f"samples/plots not written: {type(e).__name__}: {e}")
             log(f"warning: {warnings[-1]}")
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    rows = read_metrics(run_dir / "metrics.jsonl") if main else []
     if rows:
         plot_curves(rows, run_dir / "curves.png", title=f"{cfg.name} ({result.status})")
     try:
@@ -463,7 +488,8 @@ def close_run(cfg: Config, job: Any, opened: OpenedRun, result: Any, *,
         **(dict(extra) if extra else {}),
         **({"warnings": warnings} if warnings else {}),
     }
-    write_json(run_dir / "summary.json", summary)
+    if main:
+        write_json(run_dir / "summary.json", summary)
     log(one_line(summary))
     return RunResult(result.status, run_dir, summary, result.state)
 

@@ -59,12 +59,20 @@ def json_safe(obj: Any) -> Any:
 
 
 class MetricsWriter:
-    """Append evaluation rows to a JSON-lines file, one flushed line each."""
+    """Append evaluation rows to a JSON-lines file, one flushed line each.
 
-    def __init__(self, path: str | Path):
+    Args:
+      enabled: write (False: a multi-host job's other processes, which
+        compute the same rows and leave the record to process 0).
+    """
+
+    def __init__(self, path: str | Path, *, enabled: bool = True):
         self.path = Path(path)
+        self.enabled = enabled
 
     def write(self, epoch: int, step: int, split: str, metrics: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
         row = {"epoch": int(epoch), "step": int(step), "split": split}
         row.update({k: float(v) for k, v in metrics.items()})
         with self.path.open("a") as f:
@@ -76,7 +84,7 @@ class MetricsWriter:
 
         Rewrites atomically, so a crash here cannot lose the kept rows.
         """
-        if not self.path.exists():
+        if not self.enabled or not self.path.exists():
             return
         write_jsonl(self.path, [r for r in read_metrics(self.path)
                                 if r["epoch"] <= epoch and r["split"] != "test"])

@@ -440,6 +440,12 @@ def train(cfgs: Sequence[Config], reporter: Reporter | None = None) -> list[Memb
     from jaxdl import experiment
 
     check_same_shape(cfgs)
+    for cfg in cfgs:
+        if cfg.parallel.data not in ("auto", 1) or cfg.parallel.fsdp != 1:
+            raise ConfigError(
+                f"parallel.data {cfg.parallel.data}, parallel.fsdp {cfg.parallel.fsdp}: a "
+                "population splits its trial axis over the devices itself; leave parallel "
+                "at auto (or 1)", "<population>")
     if cfgs[0].algorithm in config_lib.RL_ALGORITHMS:
         return _train_rl(cfgs, reporter)
     # The seed also draws synthetic data and splits: members with other

@@ -18,6 +18,7 @@ Python round trips as the model and backend allow (see
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
@@ -33,12 +34,15 @@ import optax
 from jaxdl import losses
 from jaxdl.compilation_cache import Programs
 from jaxdl.config import TASK_LOSSES, TASK_METRICS
+from jaxdl.parallel import Layout
 
 __all__ = [
     "Engine",
     "EvalSplit",
     "Task",
     "TrainState",
+    "cast_floating",
+    "compute_dtype",
     "default_steps_per_call",
     "init_state",
     "make_eval_step",
@@ -143,10 +147,35 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
     )
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Task
+def cast_floating(tree: Any, dtype: Any) -> Any:
+    """``tree`` with its floating-point leaves cast to ``dtype`` (integer
+    leaves, e.g. token ids, untouched); ``dtype`` None returns it as is."""
+    if dtype is None:
+        return tree
+    return jax.tree_util.tree_map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def compute_dtype(precision: str) -> Any:
+    """``"fp32"`` -> None (compute in the params' float32), ``"bf16"`` ->
+    ``jnp.bfloat16``."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {precision!r}: valid: fp32, bf16")
+    return jnp.bfloat16 if precision == "bf16" else None
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Task, *,
+                    dtype: Any = None
                     ) -> Callable[[TrainState, Batch, jax.Array],
                                   tuple[TrainState, dict[str, jax.Array]]]:
     """``train_step(state, (x, y), rng) -> (state, metrics)``, pure.
+
+    With ``dtype`` (``jnp.bfloat16``: mixed precision) the forward and
+    backward passes run in ``dtype``: the float32 master params, batch-norm
+    statistics and inputs are cast on the way in, the outputs back to
+    float32 for the loss, and the gradients (through the casts) and the
+    optimizer update stay float32. bfloat16 keeps float32's exponent range,
+    so no loss scaling is needed.
 
     The dropout key for a step is ``fold_in(rng, state.step)``: pass the same
     ``rng`` every step (a run's dropout stream), and a resumed run draws
@@ -161,12 +190,16 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
         key = jax.random.fold_in(rng, state.step)
 
         def loss_of(params):
-            variables = {"params": params}
+            variables = {"params": cast_floating(params, dtype)}
             if has_bn:
-                variables["batch_stats"] = state.batch_stats
-            out = model.apply(variables, x, train=True, dropout_rate=state.hparams["dropout"],
-                              rngs={"dropout": key}, mutable=["batch_stats"] if has_bn else False)
+                variables["batch_stats"] = cast_floating(state.batch_stats, dtype)
+            out = model.apply(variables, cast_floating(x, dtype), train=True,
+                              dropout_rate=state.hparams["dropout"], rngs={"dropout": key},
+                              mutable=["batch_stats"] if has_bn else False)
             outputs, updates = out if has_bn else (out, {})
+            if dtype is not None:
+                outputs = outputs.astype(jnp.float32)
+                updates = cast_floating(updates, jnp.float32)
             data_loss = task.loss_fn(outputs, y)
             # Always computed (0 when off), so l2 = 0 and l2 > 0 share one
             # program; measured cheaper than skipping it with a lax.cond,
@@ -186,11 +219,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
     return train_step
 
 
-def make_eval_step(model: nn.Module, task: Task) -> Callable[[TrainState, Batch],
-                                                             dict[str, jax.Array]]:
+def make_eval_step(model: nn.Module, task: Task, *, dtype: Any = None
+                   ) -> Callable[[TrainState, Batch], dict[str, jax.Array]]:
     """``eval_step(state, (x, y[, weights])) -> metrics``: weighted batch
     means plus ``"weight"``, the batch's total weight, so batches combine as
-    ``sum(metric * weight) / sum(weight)``."""
+    ``sum(metric * weight) / sum(weight)``. ``dtype`` as for
+    :func:`make_train_step`."""
 
     def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
         x, y = batch[0], batch[1]
@@ -198,7 +232,10 @@ def make_eval_step(model: nn.Module, task: Task) -> Callable[[TrainState, Batch]
         variables = {"params": state.params}
         if jax.tree_util.tree_leaves(state.batch_stats):
             variables["batch_stats"] = state.batch_stats
-        outputs = model.apply(variables, x, train=False)
+        outputs = model.apply(cast_floating(variables, dtype), cast_floating(x, dtype),
+                              train=False)
+        if dtype is not None:
+            outputs = outputs.astype(jnp.float32)
         metrics = task.metrics(outputs, y, w)
         metrics["weight"] = jnp.sum(w.astype(jnp.float32))
         return metrics
@@ -249,12 +286,18 @@ class Engine:
         required; a shorter tail call compiles once more).
       eval_batch_size: examples per evaluation step.
       scan_eval: evaluate a split in one scanned call (else one call per batch).
+      layout: a device mesh to split each batch over (data parallel;
+        :func:`jaxdl.parallel.layout`), None for one device. With host
+        input, :meth:`train_epoch` gathers each compiled call's batches on
+        the host and transfers them ``layout.prefetch`` calls ahead.
+      precision: ``"fp32"`` or ``"bf16"`` (see :func:`make_train_step`).
     """
 
     def __init__(self, model: nn.Module, tx: optax.GradientTransformation, task: Task, *,
                  batch_size: int, n_train: int, steps_per_call: int, eval_batch_size: int,
                  scan_eval: bool = True, window: int | None = None,
-                 epoch_examples: int | None = None):
+                 epoch_examples: int | None = None, layout: Layout | None = None,
+                 precision: str = "fp32"):
         if window is not None and not 1 <= window <= n_train:
             raise ValueError(f"window {window} needs a training stream at least as long "
                              f"(have {n_train} steps)")
@@ -273,8 +316,14 @@ class Engine:
         self.steps_per_call = max(1, min(steps_per_call, self.steps_per_epoch))
         self.eval_batch_size = eval_batch_size
         self.scan_eval = scan_eval
-        self.train_step = make_train_step(model, tx, task)
-        self.eval_step = make_eval_step(model, task)
+        self.layout = layout
+        self.precision = precision
+        dtype = compute_dtype(precision)
+        self.train_step = make_train_step(model, tx, task, dtype=dtype)
+        self.eval_step = make_eval_step(model, task, dtype=dtype)
+        # Host input: the next epoch's first calls, prepared while this one
+        # trains (see train_epoch's next_shuffle_key).
+        self._ahead: tuple[bytes, collections.deque] | None = None
         # Steps between progress reports from inside a scanned epoch (about
         # 40 per epoch; a host callback each).
         self.progress_every = max(1, self.steps_per_epoch // 40)
@@ -317,15 +366,26 @@ class Engine:
         pos = idx[:, None] + jnp.arange(self.window, dtype=idx.dtype)[None, :]
         return x[pos], y[pos]
 
-    def _chunk_fn(self, length: int, progress: bool):
+    def _chunk_fn(self, length: int, progress: bool, fed: bool = False):
+        """``run(state, x, y, perm, start, rng)``: ``length`` steps on batches
+        gathered from the training set at ``perm``; or, ``fed``,
+        ``run(state, xb, yb, start, rng)`` on batches ``[length, batch, ...]``
+        the host prepared."""
         b = self.batch_size
+        lay = self.layout
 
-        def run(state, x, y, perm, start, rng):
-            self._count(f"train_chunk[{length}]" + ("+progress" if progress else ""))
+        def steps(state, batches, start, rng):
+            self._count(f"train_chunk[{length}]" + ("+progress" if progress else "")
+                        + ("+fed" if fed else ""))
 
             def body(state, i):
-                idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * b, b)
-                state, metrics = self.train_step(state, self._gather(x, y, idx), rng)
+                batch = batches(i)
+                if lay is not None:
+                    batch = lay.constrain_batch(batch)
+                state, metrics = self.train_step(state, batch, rng)
+                if lay is not None:
+                    state = lay.constrain_state(state)
+                    metrics = lay.constrain_replicated(metrics)
                 if progress and length > 1:
                     # Live progress from inside a scanned epoch: a host
                     # callback every `progress_every` steps. It only reads
@@ -345,22 +405,45 @@ class Engine:
             return jax.lax.scan(body, state, jnp.arange(length, dtype=jnp.int32),
                                 unroll=self.scan_unroll)
 
+        if fed:
+            def run_fed(state, xb, yb, start, rng):
+                return steps(state, lambda i: (xb[i], yb[i]), start, rng)
+            return run_fed
+
+        def run(state, x, y, perm, start, rng):
+            def gathered(i):
+                return self._gather(x, y, jax.lax.dynamic_slice_in_dim(perm, (start + i) * b, b))
+            return steps(state, gathered, start, rng)
+
         return run
 
+    def _host_take(self, x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], tuple]:
+        """Host-side :meth:`_gather`: ``take(rows [..., b]) -> (x, y)``."""
+        def take(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if self.window is None:
+                return x[rows], y[rows]
+            pos = rows[..., None] + np.arange(self.window, dtype=rows.dtype)
+            return x[pos], y[pos]
+        return take
+
     def _eval_fn(self, scan: bool, batch: int):
+        lay = self.layout
+        split = (lambda t: t) if lay is None else lay.constrain_batch
+        settle = (lambda t: t) if lay is None else lay.constrain_replicated
+
         def run(state, x, y, w):
             self._count("eval")
             if not scan:
-                return self.eval_step(state, (x, y, w))
+                return settle(self.eval_step(state, split((x, y, w))))
 
             def body(carry, i):
                 sl = lambda a: jax.lax.dynamic_slice_in_dim(a, i * batch, batch)  # noqa: E731
-                m = _weighted(self.eval_step(state, (sl(x), sl(y), sl(w))))
-                return jax.tree_util.tree_map(jnp.add, carry, m), None
+                m = _weighted(self.eval_step(state, split((sl(x), sl(y), sl(w)))))
+                return settle(jax.tree_util.tree_map(jnp.add, carry, m)), None
 
             zero = {k: jnp.zeros((), jnp.float32) for k in (*self.task.metric_names, "weight")}
             total, _ = jax.lax.scan(body, zero, jnp.arange(x.shape[0] // batch))
-            return total
+            return settle(total)
 
         return run
 
@@ -393,25 +476,62 @@ class Engine:
         """Compile everything an epoch (and evaluation) will call, without
         running it, so that timings and progress bars exclude compilation.
 
+        Args:
+          state: placed as :meth:`place` places it.
+          x, y: the training set as :meth:`put_train` returned it.
         Returns:
           The seconds this call spent compiling (0 when already compiled).
         """
         before = self.compile_seconds
-        perm_args = (shuffle_key,)
-        self._get(("permutation",), lambda: self._permutation_fn, perm_args)
-        perm = jax.ShapeDtypeStruct((self.steps_per_epoch * self.batch_size,), jnp.int32)
+        self._get(("permutation",), lambda: self._permutation_fn, (shuffle_key,))
+        progress = progress and self.layout is None
         start = jnp.zeros((), jnp.int32)
+        dropout_key = self._put_key(dropout_key)
         for length in sorted(set(self._chunks())):
-            self._train_callable(length, progress, (state, x, y, perm, start, dropout_key))
+            if self.host_input:
+                xb, yb = (jax.ShapeDtypeStruct((length, *a.shape), a.dtype,
+                                               sharding=self.layout.batch_sharding(axis=1))
+                          for a in self._host_take(x, y)(np.zeros((self.batch_size,), np.int64)))
+                self._train_callable(length, progress, (state, xb, yb, start, dropout_key))
+            else:
+                perm = jax.ShapeDtypeStruct(
+                    (self.steps_per_epoch * self.batch_size,), jnp.int32,
+                    sharding=None if self.layout is None else self.layout.replicated)
+                self._train_callable(length, progress, (state, x, y, perm, start, dropout_key))
         for split in dict(eval_splits).values():
             self._eval_callable(state, split)
         return self.compile_seconds - before
 
+    @property
+    def host_input(self) -> bool:
+        """Whether batches are gathered on the host (a layout with host input)."""
+        return self.layout is not None and self.layout.input == "host"
+
+    def _put_key(self, key: jax.Array) -> jax.Array:
+        return key if self.layout is None else self.layout.place(key, self.layout.replicated)
+
+    def place(self, state: Any) -> Any:
+        """``state`` (device or host values) on this engine's devices:
+        unchanged without a layout; else global arrays, parameters and
+        optimizer state replicated (or split on the fsdp axis)."""
+        return state if self.layout is None else self.layout.place(state)
+
+    def put_train(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+        """The training set as :meth:`train_epoch` reads it: on the device
+        (replicated over a layout's mesh), or kept on the host for host
+        input."""
+        if self.host_input:
+            return np.asarray(x), np.asarray(y)
+        if self.layout is None:
+            return jnp.asarray(x), jnp.asarray(y)
+        return self.layout.place((np.asarray(x), np.asarray(y)), self.layout.replicated)
+
     def train_epoch(self, state: TrainState, x: jax.Array, y: jax.Array, shuffle_key: jax.Array,
                     dropout_key: jax.Array,
-                    on_progress: Callable[[int, Mapping[str, float]], None] | None = None
+                    on_progress: Callable[[int, Mapping[str, float]], None] | None = None, *,
+                    next_shuffle_key: jax.Array | None = None
                     ) -> tuple[TrainState, dict[str, float]]:
-        """One epoch over ``x [n, ...]``, ``y [n, ...]`` (on device).
+        """One epoch over ``x [n, ...]``, ``y [n, ...]`` (from :meth:`put_train`).
 
         Args:
           state: donated; do not reuse the argument.
@@ -419,23 +539,50 @@ class Engine:
           dropout_key: the run's dropout stream (folded with the step).
           on_progress: called with (steps done in this epoch, that step's
             metrics as floats) every ``progress_every`` steps inside a scan
-            (from a runtime thread), at most 4 times a second between
-            compiled calls, and at the end of the epoch.
+            (from a runtime thread; single device only), at most 4 times a
+            second between compiled calls, and at the end of the epoch.
+          next_shuffle_key: host input: the next epoch's key, so that its
+            first calls' batches are prepared while this epoch trains.
         Returns:
           The new state and the epoch's mean train metrics (host floats;
           NaN when a step diverged).
         """
-        perm = self._get(("permutation",), lambda: self._permutation_fn, (shuffle_key,))(
-            shuffle_key)
-        done, chunks = 0, []
+        perm_fn = self._get(("permutation",), lambda: self._permutation_fn, (shuffle_key,))
         progress = on_progress is not None
-        self._listener = on_progress
+        dropout_key = self._put_key(dropout_key)
+        lengths = self._chunks()
+        feed = ahead = None
+        if self.host_input:
+            take = self._host_take(x, y)
+            feed = self._take_ahead(shuffle_key)
+            # The next epoch's order is computed now, ahead of this epoch's
+            # calls in the device's queue, so reading it later waits for nothing.
+            ahead = None if next_shuffle_key is None else perm_fn(next_shuffle_key)
+            if feed is None:
+                feed = self._feed(take, perm_fn(shuffle_key), lengths)
+        else:
+            perm = perm_fn(shuffle_key)
+            if self.layout is not None:
+                perm = self.layout.place(perm, self.layout.replicated)
+        done, chunks = 0, []
+        self._listener = on_progress if self.layout is None else None
         last_report = time.perf_counter()
         try:
-            for length in self._chunks():
+            for i, length in enumerate(lengths):
                 start = jnp.asarray(done, jnp.int32)
-                args = (state, x, y, perm, start, dropout_key)
-                state, metrics = self._train_callable(length, progress, args)(*args)
+                if feed is not None:
+                    args = (state, *feed.pop(), start, dropout_key)
+                else:
+                    args = (state, x, y, perm, start, dropout_key)
+                fn = self._train_callable(length, progress and self.layout is None, args)
+                state, metrics = fn(*args)
+                if feed is not None:
+                    # While the device runs this call, the host prepares the
+                    # next ones: this epoch's, then the next epoch's first.
+                    feed.fill()
+                    if i == len(lengths) - 1 and ahead is not None:
+                        self._ahead = (_key_bytes(next_shuffle_key),
+                                       self._feed(take, ahead, lengths))
                 chunks.append(metrics)
                 done += length
                 # Reading a metric waits for the device: with one step per
@@ -453,10 +600,25 @@ class Engine:
                  for k in stacked[0]}
         return state, means
 
+    def _feed(self, take: Callable, perm: jax.Array, lengths: list[int]) -> _Feed:
+        """Host input for one epoch in ``perm``'s order, calls of ``lengths``."""
+        grid = np.asarray(jax.device_get(perm)).reshape(self.steps_per_epoch, self.batch_size)
+        offsets = np.cumsum([0, *lengths])
+        return _Feed(lambda i: self.layout.feed(take, grid[offsets[i]:offsets[i + 1]]),
+                     len(lengths), self.layout.prefetch)
+
+    def _take_ahead(self, shuffle_key: jax.Array) -> _Feed | None:
+        """The feed prepared for this epoch's key during the last epoch."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == _key_bytes(shuffle_key):
+            return ahead[1]
+        return None
+
     def _train_callable(self, length: int, progress: bool, args: tuple):
         """The compiled call running ``length`` steps (state donated)."""
-        return self._get(("train", length, progress),
-                         lambda: self._chunk_fn(length, progress), args, donate=(0,))
+        fed = self.host_input
+        return self._get(("train", length, progress, fed),
+                         lambda: self._chunk_fn(length, progress, fed), args, donate=(0,))
 
     def _eval_callable(self, state: TrainState, split: EvalSplit):
         b = split.batch
@@ -477,7 +639,7 @@ class Engine:
                 sl = slice(i * b, (i + 1) * b)
                 m = _weighted(fn(state, split.x[sl], split.y[sl], split.w[sl]))
                 total = m if total is None else jax.tree_util.tree_map(jnp.add, total, m)
-        total = jax.device_get(total)
+        total = dict(jax.device_get(total))
         weight = float(total.pop("weight"))
         return {k: float(v) / weight for k, v in total.items()}
 
@@ -492,6 +654,9 @@ class Engine:
         w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
         xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
         yp = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
+        if self.layout is not None:
+            xp, yp, w = self.layout.place((xp, yp, w), self.layout.replicated)
+            return EvalSplit(xp, yp, w, n, eb)
         return EvalSplit(jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(w), n, eb)
 
 
@@ -504,6 +669,32 @@ class EvalSplit:
     w: jax.Array
     n: int
     batch: int
+
+
+class _Feed:
+    """Host input for one epoch: compiled calls' batches, made by
+    ``make(i)`` (gathered on the host, transfers started) up to ``depth``
+    calls ahead of the one the device runs."""
+
+    def __init__(self, make: Callable[[int], tuple], n: int, depth: int):
+        self._make, self._n, self._depth = make, n, depth
+        self._next = 0
+        self._ready: collections.deque = collections.deque()
+        self.fill()
+
+    def fill(self) -> None:
+        while len(self._ready) < self._depth and self._next < self._n:
+            self._ready.append(self._make(self._next))
+            self._next += 1
+
+    def pop(self) -> tuple:
+        if not self._ready:
+            self.fill()
+        return self._ready.popleft()
+
+
+def _key_bytes(key: jax.Array) -> bytes:
+    return np.asarray(jax.random.key_data(key)).tobytes()
 
 
 def _weighted(metrics: Mapping[str, jax.Array]) -> dict[str, jax.Array]:

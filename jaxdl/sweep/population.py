@@ -128,7 +128,8 @@ class _Shape:
     """A shape's job (data, engine, test split) and its populations by size."""
 
     def __init__(self, cfg: Config):
-        self.job = experiment.SupervisedJob(cfg)
+        # A population splits its trial axis over the devices itself.
+        self.job = experiment.SupervisedJob(cfg, layout=None)
         self.pops: dict[int, pop_lib.Population] = {}
         self.charged = 0.0   # compile seconds already attributed to trials
 
