@@ -12,7 +12,7 @@
     jaxdl.evaluate(ppo.run_dir, episodes=100)                           # greedy returns
 """
 
-from jaxdl import allocator, config, data, gan_run, generate, losses, models, optim
+from jaxdl import allocator, config, data, gan_run, generate, losses, models, optim, parallel
 from jaxdl.algorithms.supervised import Engine, Task, TrainState
 from jaxdl.errors import CheckpointError, ConfigError, DataError, JaxdlError
 from jaxdl.experiment import Restored, RunResult, evaluate, restore, run
@@ -38,6 +38,7 @@ __all__ = [
     "losses",
     "models",
     "optim",
+    "parallel",
     "restore",
     "run",
 ]

@@ -753,6 +753,8 @@ def _used(cfg: Config) -> dict[str, Any]:
     if cfg.algorithm in RL_ALGORITHMS:
         for name in RL_UNUSED_TRAIN:
             del tree["train"][name]
+    if cfg.algorithm != "supervised":   # validate() refuses anything but fp32 there
+        del tree["precision"]
     return tree
 
 

@@ -36,8 +36,8 @@ from jax.sharding import PartitionSpec as P
 
 from jaxdl.errors import ConfigError
 
-__all__ = ["DATA", "FSDP", "FSDP_MIN_SIZE", "Layout", "auto_data", "initialize", "is_main",
-           "layout", "make_mesh", "process_count", "process_index"]
+__all__ = ["DATA", "FSDP", "FSDP_MIN_SIZE", "Layout", "auto_data", "gather", "initialize",
+           "is_main", "layout", "make_mesh", "process_count", "process_index"]
 
 DATA, FSDP = "data", "fsdp"
 # A leaf is split over the fsdp axis from this many elements on (smaller
@@ -313,13 +313,34 @@ class Layout:
             if parts is None:
                 parts = [[] for _ in arrays]
             for out, a in zip(parts, arrays, strict=True):
-                out.append(jax.device_put(a, device))
+                # A CPU device can use an aligned host buffer as it is (no
+                # copy); an accelerator transfers it. Buffers are never reused.
+                out.append(jax.device_put(a, device, may_alias=True))
         assert parts is not None
         return tuple(
             jax.make_array_from_single_device_arrays(
                 rows.shape + pieces[0].shape[rows.ndim:],
                 NamedSharding(self.mesh, sharding.spec), pieces)
             for pieces in parts)
+
+
+def gather(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``x[index]`` along the first axis into a new 64-byte-aligned buffer,
+    which a CPU device can take without copying (``device_put(...,
+    may_alias=True)``); measured for a 421 x 128 MNIST epoch: 0.05 s to
+    gather, 0.001 s to put, against 0.1-0.3 s to put an unaligned copy."""
+    shape = index.shape + x.shape[1:]
+    nbytes = math.prod(shape) * x.dtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, np.uint8)
+    offset = -raw.ctypes.data % _ALIGN
+    out = raw[offset:offset + nbytes].view(x.dtype).reshape(shape)
+    # Indices come from a permutation of valid rows: "clip" skips the
+    # bounds check and the buffering that "raise" does with ``out``.
+    np.take(x, index, axis=0, out=out, mode="clip")
+    return out
+
+
+_ALIGN = 64
 
 
 def _place_leaf(leaf: Any, sharding: NamedSharding) -> Any:

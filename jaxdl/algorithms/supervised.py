@@ -34,7 +34,7 @@ import optax
 from jaxdl import losses
 from jaxdl.compilation_cache import Programs
 from jaxdl.config import TASK_LOSSES, TASK_METRICS
-from jaxdl.parallel import Layout
+from jaxdl.parallel import Layout, gather
 
 __all__ = [
     "Engine",
@@ -420,10 +420,9 @@ class Engine:
     def _host_take(self, x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], tuple]:
         """Host-side :meth:`_gather`: ``take(rows [..., b]) -> (x, y)``."""
         def take(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            if self.window is None:
-                return x[rows], y[rows]
-            pos = rows[..., None] + np.arange(self.window, dtype=rows.dtype)
-            return x[pos], y[pos]
+            if self.window is not None:
+                rows = rows[..., None] + np.arange(self.window, dtype=rows.dtype)
+            return gather(x, rows), gather(y, rows)
         return take
 
     def _eval_fn(self, scan: bool, batch: int):
