@@ -10,9 +10,23 @@
 
     ppo = jaxdl.run(jaxdl.config.load("experiments/cartpole_ppo.yaml"))  # algorithm: ppo
     jaxdl.evaluate(ppo.run_dir, episodes=100)                           # greedy returns
+
+    # transfer: start from a run, the conv layers frozen (jaxdl.transfer)
+    jaxdl.run(cfg.replace({"init_from": str(result.run_dir), "transfer.freeze": ["Conv2D_*"]}))
 """
 
-from jaxdl import allocator, config, data, gan_run, generate, losses, models, optim, parallel
+from jaxdl import (
+    allocator,
+    config,
+    data,
+    gan_run,
+    generate,
+    losses,
+    models,
+    optim,
+    parallel,
+    transfer,
+)
 from jaxdl.algorithms.supervised import Engine, Task, TrainState
 from jaxdl.errors import CheckpointError, ConfigError, DataError, JaxdlError
 from jaxdl.experiment import Restored, RunResult, evaluate, restore, run
@@ -41,4 +55,5 @@ __all__ = [
     "parallel",
     "restore",
     "run",
+    "transfer",
 ]

@@ -116,6 +116,36 @@ class Checkpointer:
                 f"config's model/optimizer: {e}") from e
         return out["state"], dict(out["meta"])
 
+    def restore_parts(self, epoch: int, parts: tuple[str, ...] = ("params", "batch_stats")
+                      ) -> dict[str, Any]:
+        """Only the named top-level parts of ``epoch``'s saved state (e.g. a
+        pretrained run's ``params``), shaped as the checkpoint's own metadata
+        says: no target structure is needed, so any model, optimizer or
+        topology that wrote it can be read. Parts the state lacks are left
+        out; arrays land on this process's first device.
+        """
+        if epoch not in self._mgr.all_steps():
+            raise CheckpointError(
+                f"no checkpoint for epoch {epoch} in {self.directory}; have {self.epochs()}")
+        path = self.directory / str(epoch) / "state"
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        try:
+            with _quiet_absl():
+                tree = ocp.StandardCheckpointHandler().metadata(path).tree
+            wanted = {k: tree[k] for k in parts
+                      if k in tree and jax.tree_util.tree_leaves(tree[k])}
+            target = jax.tree_util.tree_map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), wanted)
+            restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+            with _quiet_absl():
+                out = self._mgr.restore(epoch, args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(target, restore_args=restore_args,
+                                                 partial_restore=True)))
+        except (ValueError, KeyError, FileNotFoundError, OSError) as e:
+            raise CheckpointError(f"cannot read epoch {epoch}'s checkpoint in "
+                                  f"{self.directory}: {e}") from e
+        return dict(out["state"])
+
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""
         self._mgr.wait_until_finished()

@@ -2,6 +2,7 @@
 library function.
 
     jaxdl train CONFIG [--set key=value ...] [--workdir DIR] [--resume] [--seeds N] (RL)
+                       [--init-from RUN_DIR]               (transfer learning)
                        [--coordinator HOST:PORT --num-processes N --process-id I]
     jaxdl eval RUN_DIR [--which best|latest] [--split test ...] [--episodes N] (RL: greedy)
     jaxdl sample RUN_DIR [--n N] [--out PNG]          (GAN runs: an image grid)
@@ -40,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set optim.learning_rate=3e-4")
     t.add_argument("--seeds", type=_positive,
                    help="RL runs: agents trained side by side (the same as --set rl.seeds=N)")
+    t.add_argument("--init-from", metavar="RUN_DIR",
+                   help="start from this run's checkpoint (transfer learning; the same as "
+                   "--set init_from=RUN_DIR; the config's transfer section says what is "
+                   "loaded, frozen or fine-tuned)")
     t.add_argument("--workdir", help="run directory (default runs/<name>-<fingerprint>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in the run directory from its latest checkpoint")
@@ -147,7 +152,10 @@ def _sweep_overrides(args: argparse.Namespace) -> dict:
 
 
 def _train_overrides(args: argparse.Namespace) -> list[str]:
-    return args.overrides + ([f"rl.seeds={args.seeds}"] if args.seeds is not None else [])
+    extra = [f"rl.seeds={args.seeds}"] if args.seeds is not None else []
+    if args.init_from is not None:   # quoted: a directory named "1" stays a string
+        extra.append(f"init_from={json.dumps(args.init_from)}")
+    return args.overrides + extra
 
 
 def _algorithm(args: argparse.Namespace) -> str | None:

@@ -58,6 +58,7 @@ __all__ = [
     "RECURRENT_MODELS",
     "SEQUENCE_DATASETS",
     "SampleConfig",
+    "TransferConfig",
     "Config",
     "DataConfig",
     "ModelConfig",
@@ -84,7 +85,11 @@ __all__ = [
     "to_dict",
 ]
 
-IMAGE_DATASETS = ("mnist", "fashion_mnist")
+# MNIST-format IDX files, downloaded and verified (and what a GAN and its scorer read).
+IDX_DATASETS = ("mnist", "fashion_mnist")
+# digits: scikit-learn's 1,797 8x8 handwritten digits, shipped with it, shown
+# at 28x28 like MNIST (jaxdl.data.digits).
+IMAGE_DATASETS = IDX_DATASETS + ("digits",)
 PLAYGROUND_DATASETS = ("circle", "xor", "gaussian", "spiral")
 TEXT_DATASETS = ("shakespeare",)
 # Sequence sets: every example is a sequence with a target per time step.
@@ -124,6 +129,7 @@ GAN_METRICS = {"train": ("d_loss", "g_loss", "d_real", "d_fake"),
 HIGHER_IS_BETTER = ("accuracy", "confident", "class_entropy", "return")
 # What each dataset asks of a model, and what fits each task.
 DATASET_TASKS = {"mnist": "classification", "fashion_mnist": "classification",
+                 "digits": "classification",
                  **{name: "binary" for name in PLAYGROUND_DATASETS}, "linear": "regression",
                  "shakespeare": "classification", "sine": "regression"}
 TASK_LOSSES = {
@@ -136,7 +142,8 @@ TASK_METRICS = {"classification": ("loss", "accuracy"), "binary": ("loss", "accu
 IMAGE_SPLIT_SIZES = {"train": 60_000, "test": 10_000}   # MNIST and Fashion-MNIST
 TEXT_CHARS = {"shakespeare": 1_115_394}   # characters in each corpus file
 # data.test_fraction: null picks the dataset family's default.
-DEFAULT_TEST_FRACTION = {"text": 0.05, "sine": 0.2, "other": 0.5}
+DEFAULT_TEST_FRACTION = {"text": 0.05, "sine": 0.2, "digits": 0.3, "other": 0.5}
+DIGITS_EXAMPLES = 1797   # scikit-learn's digits
 # Fields that locate things but do not change a single number of a run; they
 # are left out of the fingerprint so the same experiment on another machine
 # (or with another data directory) has the same identity.
@@ -150,8 +157,8 @@ NOT_FINGERPRINTED = ("data.dir", "train.progress", "sample.prompt", "sample.leng
 _RL_SECTIONS = ("rl",) + RL_ALGORITHMS
 UNUSED_SECTIONS = {
     "supervised": ("gan",) + _RL_SECTIONS,
-    "gan": ("model", "optim", "sample", "parallel") + _RL_SECTIONS,
-    **{name: ("data", "model", "optim", "sample", "gan", "parallel")
+    "gan": ("model", "optim", "sample", "parallel", "transfer") + _RL_SECTIONS,
+    **{name: ("data", "model", "optim", "sample", "gan", "parallel", "transfer")
        + tuple(other for other in RL_ALGORITHMS if other != name) for name in RL_ALGORITHMS},
 }
 # train fields an RL run does not read (it has no dataset or batches).
@@ -160,7 +167,8 @@ RL_UNUSED_TRAIN = ("batch_size", "eval_batch_size", "loss", "l2", "steps_per_cal
 # these defaults, so configs written before them keep their identity (their
 # run directories and sweep studies stay where they were).
 FINGERPRINT_IF_NOT = {"data.seq_len": 100, "model.bidirectional": False, "model.embed": 64,
-                      "model.unroll": 1, "precision": "fp32"}
+                      "model.unroll": 1, "precision": "fp32", "init_from": None,
+                      "data.classes": None}
 
 
 def _field(default: Any, doc: str, *, choices: Sequence[Any] | None = None,
@@ -222,13 +230,18 @@ class DataConfig(_Section):
         choices=("none", "unit", "standardize"))
     train_limit: int | None = _field(
         None, "use only the first N training examples (small-label regimes, tests)", lo=1)
+    classes: tuple[int, ...] | None = _field(
+        None, "image sets: keep only these classes, relabelled 0..K-1 in this order (e.g. "
+        "[5, 6, 7, 8, 9]: digits 5-9 as classes 0-4; the model gets K outputs)", lo=0, hi=9,
+        each=True)
     n_samples: int = _field(1000, "synthetic sets: number of examples (sine: sequences)", lo=2)
     noise: float = _field(
         0.0, "synthetic sets: noise level (playground: 0..1; sine: standard deviation of the "
         "input noise)", lo=0.0, hi=1.0)
     test_fraction: float | None = _field(
-        None, "synthetic sets and text: fraction kept as the test split (text: the last "
-        "characters); null: 0.5 for playground/linear, 0.2 for sine, 0.05 for text",
+        None, "synthetic sets, digits and text: fraction kept as the test split (text: the "
+        "last characters); null: 0.5 for playground/linear, 0.3 for digits, 0.2 for sine, "
+        "0.05 for text",
         lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     seq_len: int = _field(
         100, "text and sine: time steps per training window (the truncated-BPTT length)",
@@ -351,6 +364,36 @@ class ParallelConfig(_Section):
     prefetch: int = _field(
         2, "host input: compiled calls (chunks or epochs) prepared ahead of the one "
         "training", lo=1, hi=16)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferConfig(_Section):
+    """How a run uses the pretrained run named by ``init_from``, and which
+    parameters train (see :mod:`jaxdl.transfer`). Patterns are ``fnmatch``
+    globs over parameter paths such as ``Conv2D_0/kernel``."""
+
+    _key: ClassVar[str] = "transfer."
+
+    checkpoint: str = _field("best", "init_from: which checkpoint of the source run is read",
+                             choices=("best", "latest"))
+    head: str = _field(
+        "auto", "init_from: the output layer: auto (loaded when its shape matches the "
+        "checkpoint's, initialised fresh when it differs, e.g. another class count), fresh "
+        "(always initialised fresh), load (always loaded; a shape mismatch is an error)",
+        choices=("auto", "fresh", "load"))
+    fresh: tuple[str, ...] = _field(
+        (), "init_from: parameter patterns initialised fresh instead of loaded")
+    freeze: tuple[str, ...] = _field(
+        (), "parameter patterns that never train: no updates (bit-identical), no optimizer "
+        "state (a fixed feature extractor)")
+    pretrained_lr: float = _field(
+        1.0, "init_from: learning-rate multiplier of the pretrained body (every parameter "
+        "outside the output layer and the fresh patterns), e.g. 0.1 to fine-tune it ten "
+        "times slower than the head", lo=0.0,
+        lo_open=True)
+    lr_groups: tuple[str, ...] = _field(
+        (), "learning-rate multipliers per parameter pattern, PATTERN=MULTIPLIER (e.g. "
+        "'Conv2D_*=0.1'); the first matching item wins over pretrained_lr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -570,6 +613,10 @@ class Config(_Section):
         "float32 master weights and optimizer state; no loss scaling is needed: bfloat16 "
         "has float32's exponent range)", choices=PRECISIONS)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    init_from: str | None = _field(
+        None, "a run directory whose checkpoint initialises this run's model (transfer "
+        "learning; the transfer section says how); read when the run starts, not on resume")
+    transfer: TransferConfig = dataclasses.field(default_factory=TransferConfig)
     parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
@@ -753,8 +800,8 @@ def _used(cfg: Config) -> dict[str, Any]:
     if cfg.algorithm in RL_ALGORITHMS:
         for name in RL_UNUSED_TRAIN:
             del tree["train"][name]
-    if cfg.algorithm != "supervised":   # validate() refuses anything but fp32 there
-        del tree["precision"]
+    if cfg.algorithm != "supervised":   # validation refuses anything else there
+        del tree["precision"], tree["init_from"]
     return tree
 
 
@@ -930,7 +977,7 @@ def test_fraction(data: DataConfig) -> float:
     if data.test_fraction is not None:
         return data.test_fraction
     family = ("text" if data.name in TEXT_DATASETS else "sine" if data.name == "sine"
-              else "other")
+              else "digits" if data.name == "digits" else "other")
     return DEFAULT_TEST_FRACTION[family]
 
 
@@ -950,7 +997,8 @@ def split_sizes(data: DataConfig) -> dict[str, int]:
     """Examples in each split, as :func:`jaxdl.data.load` will make them
     (same rounding), without loading anything. For text, an example is a
     window of ``seq_len`` characters; the training split's count is the
-    windows of one epoch.
+    windows of one epoch. With ``data.classes`` the counts are upper bounds
+    (how many examples each class has is known once the labels are read).
 
     Raises:
       ConfigError: a fraction leaves a split empty.
@@ -968,10 +1016,10 @@ def split_sizes(data: DataConfig) -> dict[str, int]:
         if problems:
             raise ConfigError(problems)
         return out
-    if data.name in IMAGE_DATASETS:
+    if data.name in IDX_DATASETS:
         total, test = IMAGE_SPLIT_SIZES["train"], IMAGE_SPLIT_SIZES["test"]
     else:
-        n = data.n_samples
+        n = DIGITS_EXAMPLES if data.name == "digits" else data.n_samples
         tf = test_fraction(data)
         test = int(round(tf * n))
         total = n - test
@@ -1062,8 +1110,8 @@ def _unused_section_problems(cfg: Config) -> list[str]:
 
 def _gan_problems(cfg: Config) -> list[str]:
     problems = []
-    if cfg.data.name not in IMAGE_DATASETS:
-        problems.append(f"data.name: a GAN needs image data ({', '.join(IMAGE_DATASETS)}), "
+    if cfg.data.name not in IDX_DATASETS:
+        problems.append(f"data.name: a GAN needs image data ({', '.join(IDX_DATASETS)}), "
                         f"got {cfg.data.name!r}")
     if cfg.data.normalize != DataConfig.normalize:
         problems.append(f"data.normalize: not used by a GAN (its images are always scaled to "
@@ -1140,6 +1188,52 @@ def rl_updates(cfg: Config) -> tuple[int, int]:
     return cfg.rl.total_steps // per_update, per_update
 
 
+def _classes_problems(cfg: Config) -> list[str]:
+    classes = cfg.data.classes
+    if classes is None:
+        return []
+    if cfg.algorithm != "supervised" or cfg.data.name not in IMAGE_DATASETS:
+        return [f"data.classes: selects classes of an image set ({', '.join(IMAGE_DATASETS)}) "
+                f"for a supervised run; remove it here"]
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        return [f"data.classes: needs at least 2 distinct classes, got {list(classes)}"]
+    return []
+
+
+def _transfer_problems(cfg: Config) -> list[str]:
+    """init_from is for supervised runs; the transfer fields that read a
+    checkpoint need one. (Pattern matches and shapes are checked against
+    the model and the checkpoint when the run starts: jaxdl.transfer.)"""
+    if cfg.algorithm != "supervised":
+        if cfg.init_from is not None:
+            return [f"init_from: transfer learning is for supervised runs, not "
+                    f"{cfg.algorithm} (remove init_from)"]
+        return []
+    problems = []
+    if cfg.init_from is not None and not cfg.init_from.strip():
+        problems.append("init_from: empty; give a run directory or null")
+    if cfg.init_from is None:
+        default = TransferConfig()
+        needs = [f"transfer.{k}" for k in ("checkpoint", "head", "fresh", "pretrained_lr")
+                 if getattr(cfg.transfer, k) != getattr(default, k)]
+        if needs:
+            problems.append(f"{', '.join(needs)}: only with init_from (the run to start "
+                            "from); transfer.freeze and transfer.lr_groups work without it")
+    for item in cfg.transfer.lr_groups:
+        pattern, eq, scale = item.rpartition("=")
+        try:
+            ok = bool(eq) and bool(pattern.strip()) and float(scale) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(f"transfer.lr_groups: {item!r} is not PATTERN=MULTIPLIER with a "
+                            "multiplier > 0 (e.g. 'Conv2D_*=0.1'; to stop a group, freeze it)")
+    for key in ("fresh", "freeze"):
+        if any(not p.strip() for p in getattr(cfg.transfer, key)):
+            problems.append(f"transfer.{key}: an empty pattern")
+    return problems
+
+
 def _parallel_problems(cfg: Config) -> list[str]:
     """``parallel.data`` is a count or auto; bf16 is for supervised runs."""
     problems = []
@@ -1163,7 +1257,7 @@ def _parallel_problems(cfg: Config) -> list[str]:
 def _cross_check(cfg: Config) -> list[str]:
     """Constraints that involve more than one field."""
     problems = (_monitor_problems(cfg) + _unused_section_problems(cfg)
-                + _parallel_problems(cfg))
+                + _parallel_problems(cfg) + _transfer_problems(cfg) + _classes_problems(cfg))
     if cfg.algorithm in RL_ALGORITHMS:
         return problems + _rl_problems(cfg)
     if cfg.algorithm == "gan":
@@ -1324,3 +1418,8 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> list[str]:
             node[part] = child
         node, cls = child, tp
     return []
+
+
+# The transfer section came after the first release: at its defaults it
+# leaves the fingerprint as it was.
+FINGERPRINT_IF_NOT["transfer"] = to_dict(TransferConfig())

@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxdl import config as config_lib
 from jaxdl import data as data_lib
-from jaxdl import models, optim, parallel
+from jaxdl import models, optim, parallel, transfer
 from jaxdl.algorithms.supervised import Engine, Task, TrainState, default_steps_per_call
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.compilation_cache import BuiltByShape
@@ -83,7 +83,8 @@ def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
 
 
 def _shape_key(cfg: Config, dataset: data_lib.Dataset, backend: str,
-               layout: parallel.Layout | None = None) -> tuple:
+               layout: parallel.Layout | None = None,
+               groups: transfer.ParamGroups | None = None) -> tuple:
     """Everything that changes compiled shapes or structure. Hyperparameter
     *values* (learning rate, momentum, dropout rate, L2, weight decay, seed,
     epochs) are left out: they are data."""
@@ -98,6 +99,7 @@ def _shape_key(cfg: Config, dataset: data_lib.Dataset, backend: str,
         backend,
         cfg.precision,
         None if layout is None else layout.key(),
+        groups,
     )
 
 
@@ -106,12 +108,13 @@ def build_engine(cfg: Config, dataset: data_lib.Dataset,
     """The (cached) :class:`Engine` for this config's shape, on one device or
     over ``layout``'s mesh (see :func:`jaxdl.parallel.layout`)."""
     backend = jax.default_backend()
+    model = models.make(cfg.model, dataset.outputs, backend,
+                        vocab=len(dataset.vocab) if dataset.vocab is not None else None,
+                        sequence_output=dataset.sequence)
+    groups = transfer_plan(cfg, model, dataset)[0]
 
     def build() -> Engine:
         steps = max(1, dataset.epoch_examples // cfg.train.batch_size)
-        model = models.make(cfg.model, dataset.outputs, backend,
-                            vocab=len(dataset.vocab) if dataset.vocab is not None else None,
-                            sequence_output=dataset.sequence)
         tx = optim.make(cfg.optim, steps, cfg.train.epochs)
         spc = cfg.train.steps_per_call or default_steps_per_call(
             cfg.model.name, backend, steps, models.conv_impl(cfg.model, backend))
@@ -120,22 +123,61 @@ def build_engine(cfg: Config, dataset: data_lib.Dataset,
                       steps_per_call=spc, eval_batch_size=cfg.train.eval_batch_size,
                       scan_eval=spc > 1, window=dataset.window,
                       epoch_examples=dataset.epoch_examples, layout=layout,
-                      precision=cfg.precision)
+                      precision=cfg.precision, groups=groups)
 
-    return _ENGINES.get(_shape_key(cfg, dataset, backend, layout), build)
+    return _ENGINES.get(_shape_key(cfg, dataset, backend, layout, groups), build)
 
 
-def new_state(cfg: Config, engine: Engine, dataset: data_lib.Dataset) -> TrainState:
-    """A fresh state for ``cfg``: params from the seed's init key, and the
-    config's hyperparameter values injected (the engine may have been built
-    for another run of the same shape)."""
+def transfer_plan(cfg: Config, model: Any, dataset: data_lib.Dataset, *,
+                  read_source: bool = False
+                  ) -> tuple[transfer.ParamGroups | None, transfer.Pretrained | None,
+                             list[str]]:
+    """``(groups, source, loaded)`` for ``cfg``'s ``init_from`` and
+    ``transfer`` section: the engine's frozen parameters and learning-rate
+    multipliers (from the config and the model alone, so a transferred run
+    resumes and evaluates without its source run); with ``read_source``
+    also the pretrained run's arrays and the parameter paths that load from
+    it. Checks patterns (and shapes against the checkpoint) on the model's
+    abstract parameters: nothing is built.
+
+    Raises:
+      ConfigError: a pattern matches nothing, a shape or name does not fit.
+      CheckpointError: ``init_from`` is no run directory with a checkpoint.
+    """
+    t = cfg.transfer
+    if cfg.init_from is None and not t.freeze and not t.lr_groups:
+        return None, None, []
+    sample = jnp.asarray(dataset.sample_input())
+    params = jax.eval_shape(
+        lambda: model.init({"params": jax.random.key(0)}, sample, train=False))["params"]
+    groups = transfer.param_groups(t, params, pretrained=cfg.init_from is not None)
+    source, loaded = None, []
+    if read_source and cfg.init_from is not None:
+        source = transfer.read_pretrained(cfg.init_from, t.checkpoint)
+        loaded = transfer.plan(t, source, params)
+    return groups, source, loaded
+
+
+def new_state(cfg: Config, engine: Engine, dataset: data_lib.Dataset, *,
+              pretrained: bool = True) -> TrainState:
+    """A fresh state for ``cfg``: params from the seed's init key (then,
+    with ``init_from`` and ``pretrained``, the pretrained run's values where
+    ``cfg.transfer`` says), and the config's hyperparameter values injected
+    (the engine may have been built for another run of the same shape)."""
     sample = jnp.asarray(dataset.sample_input())
     state = engine.init_state(run_keys(cfg.seed)["init"], sample, dropout=cfg.model.dropout,
                               l2=cfg.train.l2)
     steps = engine.steps_per_epoch
     opt_state = optim.set_hyperparams(state.opt_state,
                                       optim.hyperparams(cfg.optim, steps, cfg.train.epochs))
-    return engine.place(state.replace(opt_state=opt_state))
+    state = state.replace(opt_state=opt_state)
+    if cfg.init_from is not None and pretrained:
+        _, source, loaded = transfer_plan(cfg, engine.model, dataset, read_source=True)
+        params, stats = transfer.load_pretrained(source, loaded, state.params,
+                                                 state.batch_stats)
+        state = state.replace(params=jax.tree_util.tree_map(jnp.asarray, params),
+                              batch_stats=jax.tree_util.tree_map(jnp.asarray, stats))
+    return engine.place(state)
 
 
 def _versions() -> dict[str, str]:
@@ -206,10 +248,13 @@ class SupervisedJob:
 
     divergence_hint = "try a lower optim.learning_rate or optim.clip_norm"
 
-    def __init__(self, cfg: Config, *, layout: parallel.Layout | None | str = "config"):
+    def __init__(self, cfg: Config, *, layout: parallel.Layout | None | str = "config",
+                 resuming: bool = False):
         """Args:
           layout: the device layout; ``"config"`` (default) resolves
             ``cfg.parallel`` (:func:`jaxdl.parallel.layout`), None is one device.
+          resuming: the run continues from its own checkpoint: ``init_from``
+            is not read (nor checked) now.
         """
         self.cfg = cfg
         self.layout = parallel.layout(cfg) if layout == "config" else layout
@@ -221,6 +266,17 @@ class SupervisedJob:
             except DataError as e:
                 raise ConfigError(f"sample.prompt: {e}", "<config>") from None
         self.engine = engine = build_engine(cfg, dataset, self.layout)
+        self.transfer: dict[str, Any] | None = None
+        if cfg.init_from is not None and not resuming:
+            # Read and checked now, before a run directory is written.
+            _, source, loaded = transfer_plan(cfg, engine.model, dataset, read_source=True)
+            paths = transfer.param_paths(
+                jax.eval_shape(engine.init_state, jax.random.key(0),
+                               jnp.asarray(dataset.sample_input())).params)
+            self.transfer = {"init_from": str(source.run_dir), "epoch": source.epoch,
+                             "loaded": len(loaded),
+                             "fresh": [p for p in paths if p not in set(loaded)],
+                             **(engine.groups.describe() if engine.groups else {})}
         self.steps_per_epoch = engine.steps_per_epoch
         self._keys = run_keys(cfg.seed)
         self._x, self._y = engine.put_train(dataset.train.x, dataset.train.y)
@@ -241,14 +297,15 @@ class SupervisedJob:
                 "steps_per_call": self.engine.steps_per_call,
                 "normalizer": self.dataset.normalizer.to_dict(),
                 "precision": self.cfg.precision,
-                "parallel": None if self.layout is None else self.layout.describe()}
+                "parallel": None if self.layout is None else self.layout.describe(),
+                **({"transfer": self.transfer} if self.transfer else {})}
 
     def prepare(self, run_dir: Path) -> None:
         if self.dataset.vocab is not None:
             self.dataset.vocab.save(run_dir / "vocab.json")
 
-    def new_state(self) -> TrainState:
-        return new_state(self.cfg, self.engine, self.dataset)
+    def new_state(self, *, pretrained: bool = True) -> TrainState:
+        return new_state(self.cfg, self.engine, self.dataset, pretrained=pretrained)
 
     def compile(self, state: TrainState, *, progress: bool) -> None:
         self.engine.compile(state, self._x, self._y, self._keys["shuffle"],
@@ -309,7 +366,7 @@ def make_job(cfg: Config, log=print, *, resume_dir: Path | None = None):
         scorer = (gan_run.run_scorer(resume_dir, cfg, log, strict=True)
                   if resume_dir is not None else None)
         return gan_run.GANJob(cfg, log=log, scorer=scorer)
-    return SupervisedJob(cfg)
+    return SupervisedJob(cfg, resuming=resume_dir is not None)
 
 
 def run(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
@@ -401,14 +458,18 @@ def open_run(cfg: Config, job: Any, run_dir: Path, *, resume: bool = False, log=
     if main:
         job.prepare(run_dir)
 
-    if state is None:
-        state = job.new_state()
     ckpt = None
     if cfg.checkpoint.enabled:
         ckpt = Checkpointer(run_dir / "checkpoints")
+    resuming = resume and ckpt is not None and ckpt.latest_epoch() is not None
+    if state is None:
+        # Restoring needs only the structure: a transferred run resumes
+        # without reading (or still having) its source run.
+        state = (job.new_state(pretrained=False) if resuming and isinstance(job, SupervisedJob)
+                 else job.new_state())
     writer = MetricsWriter(run_dir / "metrics.jsonl", enabled=main)
     loop = LoopState()
-    if resume and ckpt is not None and ckpt.latest_epoch() is not None:
+    if resuming:
         state, meta = ckpt.restore(ckpt.latest_epoch(), state)
         loop = LoopState.from_meta(meta)
         log(f"resuming {run_dir} after epoch {loop.epoch}")
@@ -651,7 +712,8 @@ def restore(run_dir: str | Path, which: str = "best", *,
     ckpt_dir = checkpoint_dir(run_dir, which)
     dataset = data_lib.load(cfg.data, cfg.seed)
     engine = build_engine(cfg, dataset)
-    state, epoch = restore_state(ckpt_dir, which, lambda: new_state(cfg, engine, dataset))
+    state, epoch = restore_state(ckpt_dir, which,
+                                 lambda: new_state(cfg, engine, dataset, pretrained=False))
     return Restored(cfg, engine.model, state.params, state.batch_stats, state, epoch, dataset,
                     engine)
 

@@ -64,7 +64,7 @@ METRICS = config_lib.GAN_METRICS["train"]
 
 def image_shape(cfg: Config) -> tuple[int, int, int]:
     """``(height, width, channels)`` of the config's images."""
-    if cfg.data.name not in config_lib.IMAGE_DATASETS:
+    if cfg.data.name not in config_lib.IDX_DATASETS:
         raise ConfigError(f"data.name: a GAN needs image data, got {cfg.data.name!r}")
     return (28, 28, 1)
 

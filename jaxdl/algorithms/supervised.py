@@ -35,6 +35,7 @@ from jaxdl import losses
 from jaxdl.compilation_cache import Programs
 from jaxdl.config import TASK_LOSSES, TASK_METRICS
 from jaxdl.parallel import Layout, gather
+from jaxdl.transfer import ParamGroups
 
 __all__ = [
     "Engine",
@@ -125,7 +126,8 @@ class Task:
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-               sample_x: jax.Array, *, dropout: float = 0.0, l2: float = 0.0) -> TrainState:
+               sample_x: jax.Array, *, dropout: float = 0.0, l2: float = 0.0,
+               groups: ParamGroups | None = None) -> TrainState:
     """A fresh :class:`TrainState`.
 
     Args:
@@ -134,13 +136,16 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
       rng: init key.
       sample_x: one batch of inputs, ``[batch, ...]`` (only its shape is used).
       dropout, l2: initial values of the per-run hyperparameters.
+      groups: frozen parameters and learning-rate multipliers
+        (:func:`jaxdl.transfer.param_groups`); the optimizer state holds
+        nothing for frozen parameters.
     """
     variables = model.init({"params": rng}, sample_x, train=False)
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        opt_state=tx.init(params),
+        opt_state=tx.init(params if groups is None else groups.trainable(params)),
         batch_stats=variables.get("batch_stats", {}),
         hparams={"dropout": jnp.asarray(dropout, jnp.float32),
                  "l2": jnp.asarray(l2, jnp.float32)},
@@ -165,10 +170,15 @@ def compute_dtype(precision: str) -> Any:
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Task, *,
-                    dtype: Any = None
+                    dtype: Any = None, groups: ParamGroups | None = None
                     ) -> Callable[[TrainState, Batch, jax.Array],
                                   tuple[TrainState, dict[str, jax.Array]]]:
     """``train_step(state, (x, y), rng) -> (state, metrics)``, pure.
+
+    With ``groups`` (:func:`jaxdl.transfer.param_groups`) the optimizer sees
+    only the trainable parameters, each group's updates are scaled by its
+    learning-rate multiplier, and frozen parameters (and the batch-norm
+    statistics of frozen modules) are carried over untouched.
 
     With ``dtype`` (``jnp.bfloat16``: mixed precision) the forward and
     backward passes run in ``dtype``: the float32 master params, batch-norm
@@ -208,12 +218,21 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
             return data_loss + penalty, (outputs, data_loss, updates)
 
         grads, (outputs, data_loss, updates) = jax.grad(loss_of, has_aux=True)(state.params)
-        step_updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, step_updates)
+        batch_stats = updates.get("batch_stats", state.batch_stats)
+        if groups is None:
+            step_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, step_updates)
+        else:
+            trainable = groups.trainable(state.params)
+            step_updates, opt_state = tx.update(groups.trainable(grads), state.opt_state,
+                                                trainable)
+            step_updates = groups.scale(step_updates)
+            params = groups.merge(optax.apply_updates(trainable, step_updates), state.params)
+            batch_stats = groups.keep_frozen_stats(batch_stats, state.batch_stats)
         metrics = task.metrics(outputs, y)
         metrics["loss"] = data_loss
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                                  batch_stats=updates.get("batch_stats", state.batch_stats))
+                                  batch_stats=batch_stats)
         return new_state, metrics
 
     return train_step
@@ -291,13 +310,15 @@ class Engine:
         input, :meth:`train_epoch` gathers each compiled call's batches on
         the host and transfers them ``layout.prefetch`` calls ahead.
       precision: ``"fp32"`` or ``"bf16"`` (see :func:`make_train_step`).
+      groups: frozen parameters and per-group learning rates (see
+        :func:`make_train_step`), None for all trainable at one rate.
     """
 
     def __init__(self, model: nn.Module, tx: optax.GradientTransformation, task: Task, *,
                  batch_size: int, n_train: int, steps_per_call: int, eval_batch_size: int,
                  scan_eval: bool = True, window: int | None = None,
                  epoch_examples: int | None = None, layout: Layout | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", groups: ParamGroups | None = None):
         if window is not None and not 1 <= window <= n_train:
             raise ValueError(f"window {window} needs a training stream at least as long "
                              f"(have {n_train} steps)")
@@ -319,7 +340,8 @@ class Engine:
         self.layout = layout
         self.precision = precision
         dtype = compute_dtype(precision)
-        self.train_step = make_train_step(model, tx, task, dtype=dtype)
+        self.groups = groups
+        self.train_step = make_train_step(model, tx, task, dtype=dtype, groups=groups)
         self.eval_step = make_eval_step(model, task, dtype=dtype)
         # Host input: the next epoch's first calls, prepared while this one
         # trains (see train_epoch's next_shuffle_key).
@@ -346,12 +368,14 @@ class Engine:
         shape: 1.3 s for a small MLP, most of a sweep trial's set-up)."""
         def init(rng, sample_x, dropout, l2):
             self._count("init")
-            return init_state(self.model, self.tx, rng, sample_x, dropout=dropout, l2=l2)
+            return init_state(self.model, self.tx, rng, sample_x, dropout=dropout, l2=l2,
+                              groups=self.groups)
 
         args = (rng, jnp.asarray(sample_x), jnp.asarray(dropout, jnp.float32),
                 jnp.asarray(l2, jnp.float32))
         if any(isinstance(a, jax.core.Tracer) for a in args):
-            return init_state(self.model, self.tx, *args[:2], dropout=args[2], l2=args[3])
+            return init_state(self.model, self.tx, *args[:2], dropout=args[2], l2=args[3],
+                              groups=self.groups)
         return self._get(("init",), lambda: init, args)(*args)
 
     def _permutation_fn(self, key: jax.Array) -> jax.Array:

@@ -1,5 +1,6 @@
-"""Datasets: MNIST-style IDX files, the 2-D playground, linear regression,
-character text (tiny Shakespeare) and sine sequences.
+"""Datasets: MNIST-style IDX files, scikit-learn's 8x8 digits (shown at
+28x28), the 2-D playground, linear regression, character text (tiny
+Shakespeare) and sine sequences.
 
 ``load(cfg.data, seed)`` returns a :class:`Dataset` of normalised float32
 splits on the host; the training engine moves them to the device once.
@@ -25,7 +26,7 @@ import numpy as np
 
 from jaxdl import config as config_lib
 from jaxdl.config import IMAGE_DATASETS, PLAYGROUND_DATASETS, TEXT_DATASETS, DataConfig
-from jaxdl.data import download, idx, synthetic, text
+from jaxdl.data import digits, download, idx, synthetic, text
 from jaxdl.data.pipeline import Normalizer, Split, fit_normalizer, seeded_rng, split_off
 from jaxdl.data.text import Vocab
 
@@ -128,6 +129,14 @@ def signed_images(x: np.ndarray) -> np.ndarray:
     return (np.asarray(x, np.float32) * 2.0 - 1.0)[..., None]
 
 
+def keep_classes(split: Split, classes: tuple[int, ...]) -> Split:
+    """The examples of ``classes``, relabelled ``0..K-1`` in that order."""
+    lut = np.full(max(int(split.y.max(initial=0)), *classes) + 1, -1, np.int32)
+    lut[list(classes)] = np.arange(len(classes), dtype=np.int32)
+    keep = np.flatnonzero(lut[split.y] >= 0)
+    return Split(split.x[keep], lut[split.y[keep]])
+
+
 def load(cfg: DataConfig, seed: int = 0) -> Dataset:
     """Load, split and normalise the dataset ``cfg`` names.
 
@@ -141,7 +150,13 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
     if cfg.name in TEXT_DATASETS:
         return _load_text(cfg)
     normalize = cfg.normalize
-    if cfg.name in IMAGE_DATASETS:
+    if cfg.name == "digits":
+        x, y = digits.load_digits()
+        # A fixed test split, the same for every seed (as MNIST's).
+        train, test = split_off(Split(x, y), config_lib.test_fraction(cfg),
+                                seeded_rng(0, "split"))
+        task, outputs, image = "classification", 10, True
+    elif cfg.name in IMAGE_DATASETS:
         arrays = _idx_arrays(cfg.name, download.default_data_dir(cfg.dir))
         train = Split(arrays["x_train"], arrays["y_train"].astype(np.int32))
         test = Split(arrays["x_test"], arrays["y_test"].astype(np.int32))
@@ -167,6 +182,9 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
         task, outputs, image, normalize = "regression", 1, False, "none"
     else:
         raise ValueError(f"unknown dataset {cfg.name!r}")
+    if cfg.classes is not None:
+        train, test = keep_classes(train, cfg.classes), keep_classes(test, cfg.classes)
+        outputs = len(cfg.classes)
 
     val = None
     if cfg.val_fraction > 0:
