@@ -102,12 +102,26 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def plot_curves(rows: Iterable[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Learning curves (one panel per metric, one line per split) as a PNG."""
+def pyplot():
+    """``matplotlib.pyplot`` for writing PNGs: on the Agg backend, unless the
+    process chose one already (``$MPLBACKEND``, or pyplot imported, as in a
+    notebook: its inline backend stays, and figures written here are closed
+    before they could show)."""
+    import os
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(rows: Iterable[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Learning curves (one panel per metric, one line per split) as a PNG."""
+    plt = pyplot()
 
     rows = [r for r in rows if r["split"] in ("train", "val")]
     names = sorted({k for r in rows for k in r} - {"epoch", "step", "split"})
@@ -163,10 +177,7 @@ def plot_sequences(inputs, truth, predictions, path: str | Path, title: str = ""
         ``predictions`` is the value at ``t + 1``, so both are drawn one step
         right of the inputs.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(inputs)
     fig, axes = plt.subplots(n, 1, figsize=(9, 2.2 * n), squeeze=False, sharex=True)

@@ -396,12 +396,9 @@ def plot_learning_curve(run_dir: str | Path, title: str = "", window: int = 10) 
     curve = read_learning_curve(run_dir)
     if curve is None:
         return None
-    import matplotlib
+    from jaxdl.metrics import _save, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from jaxdl.metrics import _save
+    plt = pyplot()
 
     steps, returns = curve
 
@@ -538,9 +535,9 @@ def render(run_dir: str | Path, out: str | Path, which: str = "best", agent: int
         env_state = next_state
         states.append(env_state)
         returns.append(total)
-    import matplotlib
+    from jaxdl.metrics import pyplot
 
-    matplotlib.use("Agg")
+    pyplot()   # Agg unless the process chose a backend, before gymnax imports pyplot
     from gymnax.visualize import Visualizer
 
     out = Path(out)

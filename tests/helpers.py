@@ -81,3 +81,35 @@ class Server:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
+
+
+NOTEBOOKS = REPO / "notebooks"
+
+
+def execute_notebook(name: str, monkeypatch, timeout: int = 600):
+    """Run ``notebooks/<name>`` top to bottom in a fresh Jupyter kernel (cwd
+    notebooks/, figures inline) and return the executed notebook; a cell
+    that raises fails the call with the cell's traceback."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return nb
+
+
+def notebook_outputs(nb) -> tuple[str, int]:
+    """(everything the cells printed or returned as text, the number of PNG
+    figures)."""
+    text, figures = [], 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                text.append(out["text"])
+            data = out.get("data", {})
+            figures += "image/png" in data
+            if "text/plain" in data:
+                text.append(data["text/plain"])
+    return "\n".join(text), figures

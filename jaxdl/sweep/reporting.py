@@ -171,11 +171,11 @@ def _trial_record(t: FrozenTrial) -> dict[str, Any]:
 
 def _plot(name: str, study: optuna.Study, trials: list[FrozenTrial], path: Path) -> str | None:
     """Write one plot; return why it was skipped (None when written)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
+
+    from jaxdl.metrics import pyplot
+
+    plt = pyplot()
 
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if name in ("optimization_history", "parallel_coordinate") and not complete:
