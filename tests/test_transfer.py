@@ -344,3 +344,19 @@ def test_the_shipped_experiment_starts_from_mnist_cnns_run_directory(repo):
     assert target.init_from == str(experiment.default_run_dir(source))
     assert target.model == source.model
     assert target.data.normalize == source.data.normalize == "unit"
+
+
+def test_frozen_batch_norm_layers_keep_their_statistics(pretrained, tmp_path):
+    """Freezing a batch-norm layer keeps its running statistics too; an
+    unfrozen one's move."""
+    cfg = mnist_cnn(pretrained[1], **{"model.batch_norm": True, "data.train_limit": 200,
+                                      "transfer.freeze": ["BatchNorm_0"]})
+    job = experiment.SupervisedJob(cfg)
+    state = job.new_state()
+    before = _flat(jax.device_get(state.batch_stats))
+    after = _flat(jax.device_get(job.train_epoch(state, 1, None)[0].batch_stats))
+    assert sorted(before) == ["BatchNorm_0/mean", "BatchNorm_0/var", "BatchNorm_1/mean",
+                              "BatchNorm_1/var"]
+    for path in ("BatchNorm_0/mean", "BatchNorm_0/var"):
+        np.testing.assert_array_equal(after[path], before[path])
+    assert not np.array_equal(after["BatchNorm_1/mean"], before["BatchNorm_1/mean"])
