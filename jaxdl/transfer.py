@@ -299,6 +299,11 @@ def read_pretrained(run_dir: str | Path, which: str = "best") -> Pretrained:
     from jaxdl.checkpoint import Checkpointer
 
     run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        where = "" if run_dir.is_absolute() else f"; relative to {Path.cwd()}"
+        raise CheckpointError(f"init_from: {run_dir} is not a run directory (no config.yaml"
+                              f"{where}): train the source run first, or point init_from at "
+                              "its run directory")
     cfg = experiment.run_config(run_dir)
     if cfg.algorithm != "supervised":
         raise ConfigError(f"init_from: {run_dir} is a {cfg.algorithm} run; transfer reads "
