@@ -8,18 +8,21 @@ progress.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = ["MetricsWriter", "image_grid", "json_safe", "plot_curves", "plot_sequences",
-           "read_metrics", "redact", "save_image_grid", "write_json", "write_jsonl"]
+           "plots_in_background", "read_metrics", "redact", "save_image_grid", "write_json",
+           "write_jsonl"]
 
 
 def redact(text: str) -> str:
@@ -119,8 +122,125 @@ def pyplot():
     return plt
 
 
+class _Background:
+    """One helper process that draws PNGs while the caller goes on (see
+    :func:`plots_in_background`): a fresh interpreter (never a fork of one
+    that imported JAX, and not ``multiprocessing``'s spawn, which would
+    re-run an unguarded calling script) reading one JSON job a line."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+        self.proc: Any = None
+        self.errors: list[str] = []
+        self.reader: Any = None
+
+    def submit(self, path: Path, rows: list[dict[str, Any]], title: str) -> bool:
+        """Queue one learning-curve figure; False when no helper can take it
+        (then the caller draws it itself)."""
+        import subprocess
+        import threading
+
+        try:
+            if self.proc is None:
+                # This file alone (stdlib, numpy, matplotlib), not the jaxdl
+                # package: the helper does not import JAX.
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-c", _HELPER, __file__],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                    env={**os.environ, "MPLBACKEND": "Agg"})
+                self.reader = threading.Thread(target=self._read, daemon=True)
+                self.reader.start()
+            self.proc.stdin.write(json.dumps({"rows": rows, "path": str(path.absolute()),
+                                              "title": title}) + "\n")
+            self.proc.stdin.flush()
+            return True
+        except (OSError, ValueError) as e:   # no helper: draw in this process
+            self.log(f"warning: plots drawn in this process (helper: {type(e).__name__}: {e})")
+            self.close()
+            return False
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:   # one line per figure that failed
+            self.errors.append(line.rstrip("\n"))
+
+    def close(self) -> None:
+        """Wait until every queued figure is written; report the failed."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        code = proc.wait()
+        self.reader.join()
+        for line in self.errors:
+            self.log(f"warning: {line}")
+        if code:
+            self.log(f"warning: the plot helper exited with status {code}; some "
+                     "curves.png may be missing (metrics.jsonl holds their values)")
+        self.errors = []
+
+
+_HELPER = """import importlib.util, sys
+spec = importlib.util.spec_from_file_location("jaxdl_plot_helper", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+module._serve()
+"""
+
+
+def _serve() -> None:
+    """The helper's loop: draw each job read from stdin; say which failed.
+    It ends when the caller closes stdin (or dies); a Ctrl-C meant for the
+    caller does not cut the queued figures short."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for line in sys.stdin:
+        job = json.loads(line)
+        try:
+            _plot_curves(job["rows"], job["path"], job["title"])
+        except Exception as e:  # noqa: BLE001 - reported to the caller
+            print(f"{job['path']} not written: {type(e).__name__}: {e}", flush=True)
+
+
+_BACKGROUND: _Background | None = None
+
+
+@contextlib.contextmanager
+def plots_in_background(log: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Within it, :func:`plot_curves` hands each figure to one helper process
+    and returns at once; leaving it waits until every figure is written.
+
+    A sweep draws a learning-curve PNG per trial (about 0.25 s of matplotlib
+    each on a CPU): here the helper draws it on another core while the next
+    trial trains. A figure that fails is reported through ``log`` (default:
+    stderr), not raised; if the process is killed first, the figures still
+    queued are lost (``metrics.jsonl`` holds every value they show).
+    """
+    global _BACKGROUND
+    if _BACKGROUND is not None:   # nested: the outer one waits
+        yield
+        return
+    _BACKGROUND = _Background(log or (lambda line: print(line, file=sys.stderr, flush=True)))
+    try:
+        yield
+    finally:
+        background, _BACKGROUND = _BACKGROUND, None
+        background.close()
+
+
 def plot_curves(rows: Iterable[Mapping[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Learning curves (one panel per metric, one line per split) as a PNG."""
+    """Learning curves (one panel per metric, one line per split) as a PNG
+    (drawn by a helper process inside :func:`plots_in_background`)."""
+    rows = [dict(r) for r in rows]
+    if _BACKGROUND is not None and _BACKGROUND.submit(Path(path), rows, title):
+        return Path(path)
+    return _plot_curves(rows, path, title)
+
+
+def _plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str) -> Path:
     plt = pyplot()
 
     rows = [r for r in rows if r["split"] in ("train", "val")]

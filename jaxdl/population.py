@@ -142,13 +142,18 @@ class Population:
         or splits).
       devices: the devices to split members over (default: as many local
         devices as divide ``size``).
+      dropout: whether any member may have a dropout rate above 0. False
+        compiles the masks out (a smaller program, compiled sooner; a
+        member with a rate is then refused); True draws them in an epoch
+        where a live member's rate is above 0, and skips them otherwise.
     """
 
     def __init__(self, engine: Engine, size: int, shared_data: bool = True,
-                 devices: Sequence[jax.Device] | None = None):
+                 devices: Sequence[jax.Device] | None = None, *, dropout: bool = True):
         if size < 1:
             raise ValueError(f"a population needs size >= 1, got {size}")
         self.engine, self.size, self.shared_data = engine, size, shared_data
+        self.dropout = dropout
         self._data_axis = None if shared_data else 0
         self.programs = Programs()
         self.traces: dict[str, int] = {}
@@ -186,13 +191,14 @@ class Population:
     def _epoch_fn(self, length: int):
         e, b = self.engine, self.engine.batch_size
 
-        def one(state, alive, x, y, key, start, rng):
+        def one(state, alive, x, y, key, start, rng, dropout_on):
             perm = e._permutation_fn(key)
 
             def body(carry, i):
                 state, alive = carry
                 idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * b, b)
-                new, metrics = e.train_step(state, e._gather(x, y, idx), rng)
+                new, metrics = e.train_step(state, e._gather(x, y, idx), rng,
+                                            dropout_on=dropout_on)
                 # A member whose step went non-finite keeps its last finite
                 # state and stops; the others are untouched by it.
                 ok = alive & jnp.isfinite(metrics["loss"])
@@ -206,8 +212,14 @@ class Population:
         def run(states, alive, x, y, keys, start, rngs):
             self._count(f"epoch[{length}]")
             d = self._data_axis
-            return jax.vmap(one, in_axes=(0, 0, d, d, 0, None, 0))(
-                states, alive, x, y, keys, start, rngs)
+            # Unbatched: masks are drawn only when some live member uses
+            # dropout (a cond on each member's own rate would run both
+            # branches under vmap).
+            dropout_on = (jnp.any(alive & (states.hparams["dropout"] > 0)) if self.dropout
+                          else False)
+            return jax.vmap(functools.partial(one, dropout_on=dropout_on),
+                            in_axes=(0, 0, d, d, 0, None, 0))(states, alive, x, y, keys,
+                                                               start, rngs)
 
         return run
 
@@ -261,6 +273,14 @@ class Population:
     def put(self, states: Any, i: int, state: Any) -> Any:
         """``states`` with member ``i`` replaced by ``state`` (a slot refill;
         ``states`` is donated, and any ``i`` uses one compiled program)."""
+        rate = 0.0 if self.dropout else float(np.asarray(jax.device_get(
+            state.hparams["dropout"])))
+        if rate:
+            raise ConfigError(
+                f"model.dropout: {rate:.6g} in a "
+                "population built with dropout=False (its masks are compiled out); build it "
+                "with dropout=True", "<population>")
+
         def put(states, i, state):
             self._count("put")
             return jax.tree.map(lambda a, s: jax.lax.dynamic_update_index_in_dim(a, s, i, 0),
@@ -458,7 +478,8 @@ def train(cfgs: Sequence[Config], reporter: Reporter | None = None) -> list[Memb
     engine = experiment.build_engine(cfgs[0], datasets[0])
     k = len(cfgs)
     shared = len(loaded) == 1
-    pop = Population(engine, k, shared_data=shared)
+    pop = Population(engine, k, shared_data=shared,
+                     dropout=any(cfg.model.dropout > 0 for cfg in cfgs))
 
     def arrays(ds: data_lib.Dataset):
         val = engine.put_eval_split(ds.val.x, ds.val.y) if ds.val is not None else None

@@ -14,7 +14,7 @@ import pytest
 from jaxdl import models
 from jaxdl.config import ModelConfig
 from jaxdl.models import CNN, MLP, Conv2D, Dropout
-from jaxdl.models.layers import activation
+from jaxdl.models.layers import GatedRate, activation
 
 KEY = jax.random.key(0)
 
@@ -383,6 +383,36 @@ def test_dropout_rate_is_data_no_retrace():
     assert len(traces) == 1
     assert abs((y1 != 0).mean() - 0.75) < 0.05
     assert abs((y2 != 0).mean() - 0.25) < 0.05
+
+
+def test_gated_dropout_under_vmap_skips_masks_unless_a_member_draws():
+    """A population's rates are batched; the gate is not. Members at rate 0
+    keep x exactly whether or not the gate is on, a member with a rate
+    draws the mask it would draw alone, and a static False gate compiles
+    no mask at all."""
+    x = np.random.default_rng(8).normal(size=(N,)).astype(np.float32)
+    rates = jnp.asarray([0.0, 0.5])
+
+    def members(on):
+        return jax.vmap(lambda r: drop.apply({}, x, GatedRate(r, on), False,
+                                             rngs={"dropout": KEY}))(rates)
+
+    for on in (jnp.asarray(True), jnp.asarray(False)):
+        out = np.asarray(jax.jit(members)(on))
+        np.testing.assert_array_equal(out[0], x)
+        if bool(on):
+            np.testing.assert_array_equal(out[1], dropout_apply(x, 0.5, KEY))
+        else:
+            np.testing.assert_array_equal(out[1], x)
+    # Under vmap an ungated cond on each member's rate runs both branches
+    # (a select): the masks are in the program. Gated, they sit in a cond
+    # on the unbatched gate; statically off, they are not compiled.
+    ungated = str(jax.make_jaxpr(jax.vmap(lambda r: dropout_apply(x, r, KEY)))(rates))
+    gated = str(jax.make_jaxpr(members)(jnp.asarray(True)))
+    off = str(jax.make_jaxpr(lambda: members(False))())
+    assert "random_bits" in ungated and "select_n" in ungated
+    assert "random_bits" in gated and "cond[" in gated
+    assert "random_bits" not in off
 
 
 def test_mlp_dropout_rate_is_data_no_retrace():

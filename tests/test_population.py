@@ -82,6 +82,36 @@ def test_slot_refill_does_not_recompile():
     assert int(population.member(states, 1).step) == engine.steps_per_epoch
 
 
+def test_a_population_without_dropout_compiles_no_masks():
+    """dropout=False (no member may draw masks: what a sweep without
+    model.dropout in its space builds) leaves the masks out of the epoch
+    program and refuses a member with a rate; the default draws them only
+    in a cond on whether a live member has a rate."""
+    from jaxdl import data as data_lib
+    from jaxdl import experiment
+
+    cfg = cfgs({})[0]
+    dataset = data_lib.load(cfg.data, cfg.seed)
+    engine = experiment.build_engine(cfg, dataset)
+    states = population.stack([experiment.new_state(cfg, engine, dataset)] * 2)
+    x, y = jnp.asarray(dataset.train.x), jnp.asarray(dataset.train.y)
+    keys = jax.random.split(jax.random.key(0), 2)
+    args = (states, jnp.ones((2,), bool), x, y, keys, jnp.int32(0), keys)
+
+    def program(pop):
+        return str(jax.make_jaxpr(pop._epoch_fn(engine.steps_per_epoch))(*args))
+
+    off, on = population.Population(engine, 2, dropout=False), population.Population(engine, 2)
+    # random bits: the epoch's shuffle, and the dropout masks
+    assert program(off).count("random_bits[") == 1 and "cond[" not in program(off)
+    assert program(on).count("random_bits[") >= 2 and "cond[" in program(on)
+    dropping = experiment.new_state(cfg.replace({"model.dropout": 0.3}), engine, dataset)
+    with pytest.raises(ConfigError, match=r"model.dropout: 0.3 in a population built with "
+                                          r"dropout=False \(its masks are compiled out\)"):
+        off.put(states, 0, dropping)
+    on.put(states, 0, dropping)
+
+
 def test_configs_of_different_shapes_are_a_clear_error():
     with pytest.raises(ConfigError, match=r"model.width: 16 in config 0, 64 in config 1 \(a "
                                           r"shape or structure"):

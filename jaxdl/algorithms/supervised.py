@@ -34,6 +34,7 @@ import optax
 from jaxdl import losses
 from jaxdl.compilation_cache import Programs
 from jaxdl.config import TASK_LOSSES, TASK_METRICS
+from jaxdl.models.layers import GatedRate
 from jaxdl.parallel import Layout, gather
 from jaxdl.transfer import ParamGroups
 
@@ -175,6 +176,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
                                   tuple[TrainState, dict[str, jax.Array]]]:
     """``train_step(state, (x, y), rng) -> (state, metrics)``, pure.
 
+    ``train_step(..., dropout_on=on)`` gates dropout with an unbatched bool
+    (a vmapped population: :class:`jaxdl.models.layers.GatedRate`).
+
     With ``groups`` (:func:`jaxdl.transfer.param_groups`) the optimizer sees
     only the trainable parameters, each group's updates are scaled by its
     learning-rate multiplier, and frozen parameters (and the batch-norm
@@ -194,8 +198,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
     Metrics are batch means: ``loss`` (the task loss, without the L2 term)
     and ``accuracy`` for classification.
     """
-    def train_step(state: TrainState, batch: Batch, rng: jax.Array):
+    def train_step(state: TrainState, batch: Batch, rng: jax.Array,
+                   dropout_on: jax.Array | None = None):
         x, y = batch[0], batch[1]
+        rate = state.hparams["dropout"]
+        if dropout_on is not None:   # a population's unbatched gate (see GatedRate)
+            rate = GatedRate(rate, dropout_on)
         has_bn = bool(jax.tree_util.tree_leaves(state.batch_stats))
         key = jax.random.fold_in(rng, state.step)
 
@@ -204,7 +212,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
             if has_bn:
                 variables["batch_stats"] = cast_floating(state.batch_stats, dtype)
             out = model.apply(variables, cast_floating(x, dtype), train=True,
-                              dropout_rate=state.hparams["dropout"], rngs={"dropout": key},
+                              dropout_rate=rate, rngs={"dropout": key},
                               mutable=["batch_stats"] if has_bn else False)
             outputs, updates = out if has_bn else (out, {})
             if dtype is not None:

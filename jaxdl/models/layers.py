@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ACTIVATIONS", "Conv2D", "Dropout", "activation"]
+__all__ = ["ACTIVATIONS", "Conv2D", "Dropout", "GatedRate", "activation"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -29,6 +30,28 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
         raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}") from None
 
 
+@flax.struct.dataclass
+class GatedRate:
+    """A dropout rate with a gate that says whether any mask is drawn.
+
+    Under ``jax.vmap`` (a population of trials, each with its own rate) the
+    rate is batched, and a ``lax.cond`` on a batched predicate runs both
+    branches: every member would draw its masks even when all rates are 0
+    (measured: half of a vmapped playground step). A population passes
+    ``on = any(rates > 0)``, computed outside the vmap, so the cond stays a
+    branch. A member at rate 0 inside a drawing population gets ``x``
+    unchanged (its mask keeps everything and ``x / 1 == x``).
+
+    Attributes:
+      rate: scalar probability of zeroing a unit (batched under vmap).
+      on: scalar bool, unbatched: draw masks at all (Python ``False``:
+        never; no mask is compiled).
+    """
+
+    rate: jax.Array
+    on: jax.Array | bool
+
+
 class Dropout(nn.Module):
     """Inverted dropout whose rate is an input, not a module attribute.
 
@@ -36,22 +59,31 @@ class Dropout(nn.Module):
     be a new program. Here the rate is an array passed to ``__call__``: a sweep
     over dropout (0 included), or a vmapped population of trials with
     different rates, reuses one compiled step. At rate 0 a ``lax.cond`` skips
-    the random mask at run time, so the op costs nothing when unused.
+    the random mask at run time, so the op costs nothing when unused (in a
+    vmapped population, pass a :class:`GatedRate`).
 
     Args (call):
       x: activations, any shape.
-      rate: scalar probability of zeroing a unit, in [0, 1).
+      rate: scalar probability of zeroing a unit, in [0, 1), or a
+        :class:`GatedRate`.
       deterministic: identity when True (evaluation).
     Draws from the ``"dropout"`` RNG stream.
     """
 
     @nn.compact
-    def __call__(self, x: jax.Array, rate: jax.Array | float, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, rate: jax.Array | float | GatedRate,
+                 deterministic: bool) -> jax.Array:
         if deterministic:
             return x
         if isinstance(rate, (int, float)) and rate == 0 and not self.has_rng("dropout"):
             return x   # a plain 0 needs no "dropout" rng
-        rate = jnp.asarray(rate, jnp.float32)
+        if isinstance(rate, GatedRate):
+            if rate.on is False:   # statically off: no masks compiled
+                return x
+            rate, on = jnp.asarray(rate.rate, jnp.float32), rate.on
+        else:
+            rate = jnp.asarray(rate, jnp.float32)
+            on = rate > 0
         key = self.make_rng("dropout")
 
         def drop(x):
@@ -59,7 +91,7 @@ class Dropout(nn.Module):
             mask = jax.random.uniform(key, x.shape) < keep
             return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
-        return jax.lax.cond(rate > 0, drop, lambda x: x, x)
+        return jax.lax.cond(on, drop, lambda x: x, x)
 
 
 class Conv2D(nn.Module):

@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from jaxdl import allocator, compilation_cache
 from jaxdl.errors import ConfigError, DataError, JaxdlError
-from jaxdl.metrics import write_json
+from jaxdl.metrics import plots_in_background, write_json
 from jaxdl.sweep import space as space_lib
 from jaxdl.sweep import storage as storage_lib
 from jaxdl.sweep.objective import Objective
@@ -476,11 +476,12 @@ def _worker_main(spec: SweepSpec, index: int, env: dict[str, str], deadline: flo
         study = open_study(spec, worker=index, create=False)
         objective = Objective(spec, verbose=verbose)
         why = None
-        if spec.population != 1:
-            why = _populations(spec, study, objective, deadline=deadline, display=None,
-                               verbose=verbose, record={})
-        if why is None:
-            _worker_loop(spec, study, objective, deadline=deadline, progress=None)
+        with plots_in_background():
+            if spec.population != 1:
+                why = _populations(spec, study, objective, deadline=deadline, display=None,
+                                   verbose=verbose, record={})
+            if why is None:
+                _worker_loop(spec, study, objective, deadline=deadline, progress=None)
     except KeyboardInterrupt:
         sys.exit(130)
     except JaxdlError as e:
@@ -547,13 +548,14 @@ def run(spec: SweepSpec, *, verbose: bool = False, progress: bool | None = None,
             objective = Objective(spec, verbose=verbose and not quiet,
                                   on_epoch=display.epoch_done)
             why = None
-            if spec.population != 1:
-                why = _populations(spec, study, objective, deadline=deadline,
-                                   display=display, verbose=verbose and not quiet,
-                                   record=pop_record)
-            if why is None:
-                why = _worker_loop(spec, study, objective, deadline=deadline,
-                                   progress=display)
+            with plots_in_background():   # trials' curves drawn while the next trains
+                if spec.population != 1:
+                    why = _populations(spec, study, objective, deadline=deadline,
+                                       display=display, verbose=verbose and not quiet,
+                                       record=pop_record)
+                if why is None:
+                    why = _worker_loop(spec, study, objective, deadline=deadline,
+                                       progress=display)
         else:
             why = _run_workers(spec, study, display, deadline, verbose and not quiet)
     finally:

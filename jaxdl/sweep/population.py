@@ -127,9 +127,10 @@ class _CompletedView:
 class _Shape:
     """A shape's job (data, engine, test split) and its populations by size."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, dropout: bool = True):
         # A population splits its trial axis over the devices itself.
         self.job = experiment.SupervisedJob(cfg, layout=None)
+        self.dropout = dropout   # may a member's rate be above 0
         self.pops: dict[int, pop_lib.Population] = {}
         self.charged = 0.0   # compile seconds already attributed to trials
 
@@ -138,7 +139,8 @@ class _Shape:
         fits = [k for k in self.pops if k >= size]
         if fits:
             return self.pops[min(fits)]
-        pop = self.pops[size] = pop_lib.Population(self.job.engine, size)
+        pop = self.pops[size] = pop_lib.Population(self.job.engine, size,
+                                                   dropout=self.dropout)
         return pop
 
     @property
@@ -148,7 +150,8 @@ class _Shape:
 
 
 def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
-                steps: int = 32) -> tuple[int, dict[int, float], dict[int, pop_lib.Population]]:
+                steps: int = 32, dropout: bool = True
+                ) -> tuple[int, dict[int, float], dict[int, pop_lib.Population]]:
     """The population size with the most member-steps per second, timed on
     ``min(steps, an epoch)`` training steps (best of 3, after a warm-up
     call that compiles) of copies of ``state`` at each size.
@@ -162,7 +165,7 @@ def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
     steps = max(1, min(steps, engine.steps_per_epoch))
     rate, pops = {}, {}
     for k in sizes:
-        pop = pops[k] = pop_lib.Population(engine, k)
+        pop = pops[k] = pop_lib.Population(engine, k, dropout=dropout)
         keys = jnp.stack([jax.random.key(i) for i in range(k)])
         alive = jnp.ones((k,), bool)
         states = pop_lib.stack([state] * k)
@@ -443,7 +446,10 @@ class PopulationSweep:
         if shape is None:
             while len(self.shapes) >= 8:          # keep the 8 most recent shapes' programs
                 self.shapes.popitem(last=False)
-            shape = self.shapes[key] = _Shape(cfg)
+            # Masks are compiled in only where a trial can draw them.
+            dropout = cfg.model.dropout > 0 or any(p.key == "model.dropout"
+                                                   for p in self.spec.space)
+            shape = self.shapes[key] = _Shape(cfg, dropout)
         self.shapes.move_to_end(key)
         return shape
 
@@ -488,8 +494,11 @@ class PopulationSweep:
                 job = shape.job
                 sizes = [k for k in (1, 2, 4, 8, 16, 32) if k <= AUTO_MAX]
                 self.size, self.rates, probes = choose_size(
-                    job, experiment.new_state(opener.cfg, job.engine, job.dataset), sizes)
-                shape.pops.setdefault(self.size, probes[self.size])
+                    job, experiment.new_state(opener.cfg, job.engine, job.dataset), sizes,
+                    dropout=shape.dropout)
+                for k, probe in probes.items():   # compiled: a smaller last group reuses one
+                    if probe.size > 1:
+                        shape.pops.setdefault(k, probe)
                 self.note(f"population auto: {self.size} (member-steps/s "
                           + ", ".join(f"{k}: {v:,.0f}" for k, v in self.rates.items()) + ")")
                 if self.size == 1:

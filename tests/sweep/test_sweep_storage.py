@@ -126,3 +126,36 @@ def test_budget_lock_is_exclusive(tmp_path, url):
     for t in threads:
         t.join()
     assert not overlaps
+
+
+def test_sqlite_writes_ahead_and_a_killed_writer_loses_no_commit(tmp_path):
+    """study.db is in write-ahead-log mode, synchronous=NORMAL (no fsync per
+    trial.report); a process killed right after its reports leaves them all
+    readable by the next one."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    info = storage_lib.resolve(None, tmp_path)
+    storage_lib.make(info)
+    code = f"""
+import os, signal, optuna
+from jaxdl.sweep import storage as s
+st = s.make(s.resolve(None, {str(tmp_path)!r}))
+with st.engine.connect() as c:
+    import sqlalchemy
+    print(c.execute(sqlalchemy.text("PRAGMA synchronous")).scalar(), flush=True)
+study = optuna.create_study(storage=st, study_name="w")
+trial = study.ask()
+for step in range(50):
+    trial.report(step / 100, step)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == -9, out.stderr
+    assert out.stdout.split() == ["1"]   # NORMAL
+    with sqlite3.connect(tmp_path / "study.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    study = optuna.load_study(study_name="w", storage=storage_lib.make(info))
+    (trial,) = study.get_trials()
+    assert trial.intermediate_values == {s: s / 100 for s in range(50)}
