@@ -5,7 +5,9 @@ for each P asked (1 is the plain sweep, one trial at a time; ``auto``
 measures sizes and picks one), same sampler seed and trial budget. For each:
 wall time, finished trials, trials per hour, the ratio to population 1,
 epochs trained, shape groups and distinct shapes compiled, compile time, and
-the best value found. Then whether a member trained in a population equals
+the best value found. Then the cost of one vmapped epoch of 1 and of 8
+members of the base shape (dropout masks compiled out, and in). Then
+whether a member trained in a population equals
 the same trial trained alone: 4 configs of the base shape (learning rates
 spread over the sweep's range) trained for 1 and for 5 epochs with
 ``jaxdl.population.train`` and one by one with ``jaxdl.run``: per member,
@@ -98,12 +100,55 @@ def _equality(spec_path: str, epochs: int) -> list[dict]:
     return out
 
 
+def _epoch_cost(spec_path: str, sizes: tuple[int, ...] = (1, 8)) -> list[dict]:
+    """Milliseconds per vmapped training epoch of K members of the spec's
+    base shape (median of 20 epochs after one that compiles), with the
+    masks compiled out (the base has no dropout) and, for comparison, in
+    (``dropout=True``: drawn only when a live member's rate is above 0)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxdl import data as data_lib
+    from jaxdl import experiment, population
+    from jaxdl.sweep import load
+
+    cfg = load(spec_path).trial_config({}).replace({"checkpoint.enabled": False})
+    if cfg.algorithm != "supervised":
+        return []
+    dataset = data_lib.load(cfg.data, cfg.seed)
+    engine = experiment.build_engine(cfg, dataset)
+    x, y = jnp.asarray(dataset.train.x), jnp.asarray(dataset.train.y)
+    out = []
+    for dropout in (False, True):
+        for k in sizes:
+            pop = population.Population(engine, k, dropout=dropout)
+            states = pop.place(population.stack([experiment.new_state(cfg, engine, dataset)] * k))
+            keys = jax.random.split(jax.random.key(0), k)
+            alive = jnp.ones((k,), bool)
+            times = []
+            for rep in range(21):
+                t0 = time.perf_counter()
+                states, alive, _ = pop.train_epoch(states, alive, x, y, keys, keys)
+                if rep:
+                    times.append(time.perf_counter() - t0)
+            out.append({"members": k, "masks_compiled": dropout,
+                        "ms_per_epoch": 1e3 * float(np.median(times)),
+                        "compile_seconds": pop.compile_seconds,
+                        "shape": f"depth {cfg.model.depth}, width {cfg.model.width}, "
+                                 f"batch {cfg.train.batch_size}, {engine.steps_per_epoch} steps"})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--spec", default="sweeps/playground_spiral.yaml")
-    p.add_argument("--populations", nargs="+", default=["1", "4", "8", "16", "auto"])
+    p.add_argument("--populations", nargs="*", default=["1", "4", "8", "16", "auto"],
+                   help="sizes to sweep with (none: only the epoch cost and equality)")
     p.add_argument("--trials", type=int, help="trial budget (default: the spec's)")
     p.add_argument("--no-equality", action="store_true", help="skip the equality check")
+    p.add_argument("--no-epoch-cost", action="store_true",
+                   help="skip timing one vmapped epoch of 1 and 8 members")
     p.add_argument("--keep", help="keep the study directories here")
     args = p.parse_args()
 
@@ -136,6 +181,9 @@ def main() -> None:
         if "1" in results:
             emit("speedup_vs_population_1",
                  r["trials_per_hour"] / results["1"]["trials_per_hour"], "x", pop)
+    if not args.no_epoch_cost:
+        for row in _epoch_cost(args.spec):
+            emit("epoch_cost", row, "ms per epoch", row["members"])
     if not args.no_equality:
         for epochs in (1, 5):
             for row in _equality(args.spec, epochs):
