@@ -154,7 +154,9 @@ def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
                 ) -> tuple[int, dict[int, float], dict[int, pop_lib.Population]]:
     """The population size with the most member-steps per second, timed on
     ``min(steps, an epoch)`` training steps (best of 3, after a warm-up
-    call that compiles) of copies of ``state`` at each size.
+    call that compiles) of copies of ``state`` at each size, with the
+    dropout masks compiled in or out as ``dropout`` says (see
+    :class:`jaxdl.population.Population`).
 
     Returns:
       ``(size, {size: member-steps per second}, {size: population})``: when
