@@ -143,8 +143,9 @@ class Population:
       devices: the devices to split members over (default: as many local
         devices as divide ``size``).
       dropout: whether any member may have a dropout rate above 0. False
-        compiles the masks out (a smaller program, compiled sooner; a
-        member with a rate is then refused); True draws them in an epoch
+        compiles the masks out (a smaller program, compiled sooner;
+        :meth:`put` then refuses a member with a rate, and states stacked
+        by the caller must have none); True draws them in an epoch
         where a live member's rate is above 0, and skips them otherwise.
     """
 
