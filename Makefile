@@ -2,12 +2,13 @@
 #   make sweep   create .venv and run the main job: the MNIST MLP Optuna sweep
 #                (SQLite storage in studies/mnist_mlp; re-running continues it)
 #   make test    create .venv and run the test suite
+#   (make notebooks executes the notebooks; .ci/run runs both)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 JAXDL := $(VENV)/bin/jaxdl
 PYTHON ?= python3
 
-.PHONY: env sweep train test lint bench clean
+.PHONY: env sweep train test notebooks lint bench clean
 
 env: $(VENV)/.installed
 
@@ -28,6 +29,11 @@ train: env
 # one worker, so its tests share that process's compiled programs.
 test: env
 	$(PY) -m pytest -q -n auto --dist loadfile
+
+# The notebooks, each executed top to bottom in a fresh kernel (real
+# training: kept out of `make test`'s few minutes; .ci/run runs them too).
+notebooks: env
+	$(PY) -m pytest -q -n auto --dist loadfile -m notebook tests/test_notebooks.py tests/test_notebooks_more.py
 
 lint: env
 	$(VENV)/bin/ruff check jaxdl tests benchmarks

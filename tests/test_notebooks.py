@@ -1,10 +1,13 @@
 """The notebooks: stored without outputs, and each executed top to bottom
 (the quickstart, the playground and the sweep here; the others in
 tests/test_notebooks_more.py, so pytest-xdist runs the two files side by
-side)."""
+side). Executing them is marked ``notebook``: minutes of real training, so
+``make test`` leaves them to ``make notebooks`` (``.ci/run`` runs both)."""
 
 import json
 import re
+
+import pytest
 
 from tests.helpers import NOTEBOOKS, execute_notebook, notebook_outputs
 
@@ -26,8 +29,10 @@ def test_the_notebooks_are_stored_without_outputs():
         assert "import jaxdl" in code, path.name
 
 
-def test_quickstart(mnist_dir, monkeypatch):
-    text, figures = notebook_outputs(execute_notebook("01_quickstart.ipynb", monkeypatch))
+@pytest.mark.notebook
+def test_quickstart(mnist_dir, monkeypatch, tmp_path):
+    nb = execute_notebook("01_quickstart.ipynb", monkeypatch, tmp_path)
+    text, figures = notebook_outputs(nb)
     assert figures == 2                                   # learning curves, predictions
     assert "optim.learning_rat: no such key (did you mean 'optim.learning_rate'?)" in text
     accuracy = re.search(r"test accuracy of the best checkpoint: ([0-9.]+)", text)
@@ -35,14 +40,18 @@ def test_quickstart(mnist_dir, monkeypatch):
     assert "epoch 3: train loss" in text
 
 
-def test_playground(monkeypatch):
-    text, figures = notebook_outputs(execute_notebook("02_playground.ipynb", monkeypatch))
+@pytest.mark.notebook
+def test_playground(monkeypatch, tmp_path):
+    nb = execute_notebook("02_playground.ipynb", monkeypatch, tmp_path)
+    text, figures = notebook_outputs(nb)
     assert figures == 5
     assert "train_loss became inf" in text                # the too-high learning rate
 
 
-def test_sweep(monkeypatch):
-    text, figures = notebook_outputs(execute_notebook("03_sweep.ipynb", monkeypatch))
+@pytest.mark.notebook
+def test_sweep(monkeypatch, tmp_path):
+    nb = execute_notebook("03_sweep.ipynb", monkeypatch, tmp_path)
+    text, figures = notebook_outputs(nb)
     assert figures == 3                                   # Optuna's three plots
     assert re.search(r"best trial \d+: val_accuracy [0-9.]+ with", text)
     assert re.search(r"test accuracy 0\.\d+; config", text)

@@ -3,11 +3,17 @@ executed top to bottom (see tests/test_notebooks.py)."""
 
 import re
 
+import pytest
+
 from tests.helpers import execute_notebook, notebook_outputs
 
+pytestmark = pytest.mark.notebook
 
-def test_sequences_gan_rl(mnist_dir, shakespeare_dir, monkeypatch):
-    text, figures = notebook_outputs(execute_notebook("04_sequences_gan_rl.ipynb", monkeypatch))
+
+def test_sequences_gan_rl(mnist_dir, shakespeare_dir, monkeypatch, tmp_path):
+    nb = execute_notebook("04_sequences_gan_rl.ipynb", monkeypatch, tmp_path,
+                          xla_defaults=True)   # an LSTM, a GAN and PPO: mostly training
+    text, figures = notebook_outputs(nb)
     assert figures == 2                                   # the GAN's samples, PPO's curves
     assert text.count("ROMEO:") >= 2                      # two samples from the prompt
     assert "--- temperature 0.5 ---" in text and "--- temperature 1.0 ---" in text
@@ -15,8 +21,9 @@ def test_sequences_gan_rl(mnist_dir, shakespeare_dir, monkeypatch):
     assert "completed {'return'" in text                  # the agents' test episodes
 
 
-def test_transfer(mnist_dir, monkeypatch):
-    text, figures = notebook_outputs(execute_notebook("05_transfer.ipynb", monkeypatch))
+def test_transfer(mnist_dir, monkeypatch, tmp_path):
+    nb = execute_notebook("05_transfer.ipynb", monkeypatch, tmp_path)
+    text, figures = notebook_outputs(nb)
     assert figures == 1
     for mode in ("from scratch", "feature extractor", "fine-tuned"):
         assert re.search(mode + r" +test accuracy \d+\.\d%", text), mode
