@@ -59,7 +59,8 @@ def _sweep(spec: str, study_dir: Path, extra: list[str]) -> dict:
     complete = [t for t in trials if t["state"] == "complete"]
     direction = json.loads((study_dir / "sweep.json").read_text())["direction"]
     pick = max if direction == "maximize" else min
-    return {"wall_seconds": wall, "trials": len(trials), "epochs": session["epochs"],
+    return {"wall_seconds": wall, "loop_seconds": session.get("wall_seconds"),
+            "trials": len(trials), "epochs": session["epochs"],
             "pruned": sum(t["state"] == "pruned" for t in trials),
             "best": pick(t["value"] for t in complete) if complete else None,
             "compile_seconds": session["compile_seconds"],
@@ -170,7 +171,7 @@ def main() -> None:
         r = _sweep(args.spec, root / f"pop-{pop}", extra + ["--population", pop])
         r["trials_per_hour"] = r["trials"] / r["wall_seconds"] * 3600
         results[pop] = r
-        for metric, unit in (("wall_seconds", "s"), ("trials", "trials"),
+        for metric, unit in (("wall_seconds", "s"), ("loop_seconds", "s"), ("trials", "trials"),
                              ("trials_per_hour", "trials/h"), ("epochs", "epochs"),
                              ("pruned", "trials"), ("best", "value"),
                              ("compile_seconds", "s"), ("groups", "groups"),

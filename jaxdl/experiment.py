@@ -87,9 +87,10 @@ def _shape_key(cfg: Config, dataset: data_lib.Dataset, backend: str,
                groups: transfer.ParamGroups | None = None) -> tuple:
     """Everything that changes compiled shapes or structure. Hyperparameter
     *values* (learning rate, momentum, dropout rate, L2, weight decay, seed,
-    epochs) are left out: they are data."""
+    epochs) are left out: they are data; of the dropout rate only whether
+    it is above 0 (the masks compiled in or not)."""
     model = config_lib.to_dict(cfg.model)
-    del model["dropout"]   # a rate: data in the state
+    model["dropout"] = cfg.model.dropout > 0   # a rate is data in the state
     return (
         json.dumps(model, sort_keys=True),
         optim.structure_key(cfg.optim),
@@ -106,7 +107,9 @@ def _shape_key(cfg: Config, dataset: data_lib.Dataset, backend: str,
 def build_engine(cfg: Config, dataset: data_lib.Dataset,
                  layout: parallel.Layout | None = None) -> Engine:
     """The (cached) :class:`Engine` for this config's shape, on one device or
-    over ``layout``'s mesh (see :func:`jaxdl.parallel.layout`)."""
+    over ``layout``'s mesh (see :func:`jaxdl.parallel.layout`). Its train
+    step draws dropout masks only when ``model.dropout`` is above 0: runs at
+    other rates above 0 share it, a run at 0 gets a step without masks."""
     backend = jax.default_backend()
     model = models.make(cfg.model, dataset.outputs, backend,
                         vocab=len(dataset.vocab) if dataset.vocab is not None else None,
@@ -123,7 +126,8 @@ def build_engine(cfg: Config, dataset: data_lib.Dataset,
                       steps_per_call=spc, eval_batch_size=cfg.train.eval_batch_size,
                       scan_eval=spc > 1, window=dataset.window,
                       epoch_examples=dataset.epoch_examples, layout=layout,
-                      precision=cfg.precision, groups=groups)
+                      precision=cfg.precision, groups=groups,
+                      dropout=cfg.model.dropout > 0)
 
     return _ENGINES.get(_shape_key(cfg, dataset, backend, layout, groups), build)
 

@@ -139,6 +139,35 @@ def test_no_recompile_across_epochs_and_hyperparameter_values(tmp_path):
     assert float(r2.state.hparams["dropout"]) == pytest.approx(0.3)
 
 
+def test_a_run_without_dropout_compiles_no_masks():
+    """build_engine compiles the masks in only for a rate above 0: rates
+    above 0 share one engine, a rate of 0 gets a step without masks that
+    trains to the same numbers as the step with them (skipped at run time)."""
+    cfg = spiral_cfg(**{"train.epochs": 1})
+    ds = data_lib.load(cfg.data, cfg.seed)
+    off = build_engine(cfg, ds)
+    on = build_engine(cfg.replace({"model.dropout": 0.1}), ds)
+    assert (off.dropout, on.dropout) == (False, True)
+    assert build_engine(cfg.replace({"model.dropout": 0.4}), ds) is on
+    x, y = jnp.asarray(ds.train.x), jnp.asarray(ds.train.y)
+    state = new_state(cfg, off, ds)
+    keys = run_keys(0)
+    perm = off._permutation_fn(keys["shuffle"])
+    n = off.steps_per_epoch
+
+    def program(engine):
+        return str(jax.make_jaxpr(engine._chunk_fn(n, False))(
+            state, x, y, perm, jnp.int32(0), keys["dropout"]))
+
+    assert "random_bits[" not in program(off) and "random_bits[" in program(on)
+    s_off, m_off = off.train_epoch(state, x, y, keys["shuffle"], keys["dropout"])
+    s_on, m_on = on.train_epoch(new_state(cfg, off, ds), x, y, keys["shuffle"], keys["dropout"])
+    assert m_off == pytest.approx(m_on, rel=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(s_off.params),
+                    jax.tree_util.tree_leaves(s_on.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_same_seed_same_numbers_other_seed_differs(tmp_path):
     cfg = spiral_cfg(**{"model.dropout": 0.2, "checkpoint.enabled": False})
     a = run(cfg, workdir=tmp_path / "a", quiet=True)

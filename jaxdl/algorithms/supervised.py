@@ -297,7 +297,8 @@ class Engine:
 
     Build one per (model structure, optimizer structure, data shapes, batch
     size) and reuse it: hyperparameter values are data in the state, so a
-    second run with another learning rate or dropout rate compiles nothing.
+    second run with another learning rate or dropout rate compiles nothing
+    (with ``dropout=False`` no rate draws masks: see below).
 
     Args:
       model, tx, task: as for :func:`make_train_step`.
@@ -320,13 +321,20 @@ class Engine:
       precision: ``"fp32"`` or ``"bf16"`` (see :func:`make_train_step`).
       groups: frozen parameters and per-group learning rates (see
         :func:`make_train_step`), None for all trainable at one rate.
+      dropout: compile the dropout masks into the train step (each step
+        still skips them at run time while the state's rate is 0). False
+        leaves them out, whatever the state's rate: a model trained without
+        dropout compiles a smaller step (about 0.3 s less for a small MLP
+        on CPU). :func:`jaxdl.experiment.build_engine` passes
+        ``model.dropout > 0``.
     """
 
     def __init__(self, model: nn.Module, tx: optax.GradientTransformation, task: Task, *,
                  batch_size: int, n_train: int, steps_per_call: int, eval_batch_size: int,
                  scan_eval: bool = True, window: int | None = None,
                  epoch_examples: int | None = None, layout: Layout | None = None,
-                 precision: str = "fp32", groups: ParamGroups | None = None):
+                 precision: str = "fp32", groups: ParamGroups | None = None,
+                 dropout: bool = True):
         if window is not None and not 1 <= window <= n_train:
             raise ValueError(f"window {window} needs a training stream at least as long "
                              f"(have {n_train} steps)")
@@ -349,6 +357,7 @@ class Engine:
         self.precision = precision
         dtype = compute_dtype(precision)
         self.groups = groups
+        self.dropout = dropout
         self.train_step = make_train_step(model, tx, task, dtype=dtype, groups=groups)
         self.eval_step = make_eval_step(model, task, dtype=dtype)
         # Host input: the next epoch's first calls, prepared while this one
@@ -414,7 +423,8 @@ class Engine:
                 batch = batches(i)
                 if lay is not None:
                     batch = lay.constrain_batch(batch)
-                state, metrics = self.train_step(state, batch, rng)
+                state, metrics = self.train_step(state, batch, rng,
+                                                 None if self.dropout else False)
                 if lay is not None:
                     state = lay.constrain_state(state)
                     metrics = lay.constrain_replicated(metrics)
