@@ -33,7 +33,8 @@ test: env
 # The notebooks, each executed top to bottom in a fresh kernel (real
 # training: kept out of `make test`'s few minutes; .ci/run runs them too).
 notebooks: env
-	$(PY) -m pytest -q -n auto --dist loadfile -m notebook tests/test_notebooks.py tests/test_notebooks_more.py
+	$(PY) -m pytest -q -n auto --dist loadfile -m notebook --durations=5 \
+		tests/test_notebooks.py tests/test_notebooks_more.py
 
 lint: env
 	$(VENV)/bin/ruff check jaxdl tests benchmarks
