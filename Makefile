@@ -31,7 +31,7 @@ test: env
 	$(PY) -m pytest -q -n auto --dist loadfile
 
 # The notebooks, each executed top to bottom in a fresh kernel (real
-# training: kept out of `make test`'s few minutes; .ci/run runs them too).
+# training: kept out of `make test`; .ci/run runs them too).
 notebooks: env
 	$(PY) -m pytest -q -n auto --dist loadfile -m notebook --durations=5 \
 		tests/test_notebooks.py tests/test_notebooks_more.py

@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -542,6 +543,8 @@ def run(spec: SweepSpec, *, verbose: bool = False, progress: bool | None = None,
     deadline = t0 + spec.budget.timeout if spec.budget.timeout else None
     why = "interrupted"
     pop_record: dict[str, Any] = {}
+    if report:
+        _warm_report_imports()
     try:
         if spec.workers == 1:
             _enable_cache(spec)
@@ -577,6 +580,20 @@ def run(spec: SweepSpec, *, verbose: bool = False, progress: bool | None = None,
 
         write_report(study, study_dir, spec=spec, quiet=quiet)
     return study
+
+
+def _warm_report_imports() -> None:
+    """Import Optuna's importances on a daemon thread while the first trials
+    compile: they pull in scikit-learn (about 2 s on 2 CPU cores, most of
+    the final report's time), and XLA compiles release the GIL. The report
+    imports them again, waiting for this import if it is still running; a
+    failure here is left to the report to meet. (Not the plotting modules:
+    matplotlib picks its backend in the main thread.)"""
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            import optuna.importance  # noqa: F401
+
+    threading.Thread(target=load, name="jaxdl-report-imports", daemon=True).start()
 
 
 def _run_workers(spec: SweepSpec, study: optuna.Study, display: _Display,
