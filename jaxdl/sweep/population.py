@@ -214,6 +214,10 @@ class PopulationSweep:
         self.shapes: OrderedDict[str, _Shape] = OrderedDict()
         self.pending: list[_Ask] = []
         self.live: dict[int, _Live] = {}
+        # The trial opening a group, from its ask until it trains (or ends):
+        # setting up a shape (data, engine, first compiles) can outlast
+        # heartbeat.grace, so it beats (and is re-queued on Ctrl-C) too.
+        self.opening: list[_Ask] = []
         self.groups: list[dict[str, Any]] = []
         self.fixed_keys = shape_params(spec)
         self._compiled: set[str] = set()
@@ -291,6 +295,7 @@ class PopulationSweep:
             opened, book = self._open(ask, job, run_dir, resume,
                                       experiment.new_state(cfg, job.engine, job.dataset))
         except Exception as e:  # noqa: BLE001 - recorded on the trial
+            self._opened(ask)
             self._fail(trial, e)
             if isinstance(e, DataError):
                 raise
@@ -298,6 +303,7 @@ class PopulationSweep:
         m = pop_lib.Member(cfg, book, opened.state,
                            tag=_Live(trial, opened, t0, group, size))
         self.live[trial.number] = m.tag
+        self._opened(ask)
         if opened.loop.status is not None or opened.loop.epoch >= cfg.train.epochs:
             # Resumed from the checkpoint where it ended: record it as it ended.
             book.status = opened.loop.status or book.status
@@ -305,6 +311,12 @@ class PopulationSweep:
             self._done(m, opened.state, 0.0, shape)
             return None
         return m
+
+    def _opened(self, ask: _Ask) -> None:
+        """``ask`` no longer needs the opening group's heartbeat (it is live,
+        or it ended)."""
+        if ask in self.opening:
+            self.opening.remove(ask)
 
     def _open(self, ask: _Ask, job: Any, run_dir: Any, resume: bool, state: Any = None
               ) -> tuple[experiment.OpenedRun, Book]:
@@ -360,7 +372,7 @@ class PopulationSweep:
             while not stop.wait(self.spec.heartbeat.interval):
                 # Members training, and trials asked that wait for a group.
                 trials = [live.trial for live in list(self.live.values())] + \
-                    [ask.trial for ask in list(self.pending)]
+                    [ask.trial for ask in list(self.pending) + list(self.opening)]
                 for trial in trials:
                     with contextlib.suppress(Exception):   # a trial that just ended
                         self.study._storage.record_heartbeat(trial._trial_id)
@@ -482,12 +494,14 @@ class PopulationSweep:
                 time.sleep(_POLL_SECONDS)
                 continue
             said_wait = False
+            self.opening.append(opener)
             if opener.cfg.algorithm in config_lib.RL_ALGORITHMS:
                 self._run_agents_group(opener)
                 continue
             try:
                 shape = self._shape(opener.cfg)
             except Exception as e:  # noqa: BLE001 - recorded on the trial
+                self._opened(opener)
                 self._fail(opener.trial, e)
                 if isinstance(e, DataError):
                     raise
@@ -512,6 +526,7 @@ class PopulationSweep:
         """One asked trial through the plain objective (``auto`` chose 1)."""
         trial = ask.trial
         self.pending.append(ask)   # re-queued if interrupted
+        self._opened(ask)
         try:
             try:
                 value = self.objective(trial)
@@ -599,9 +614,11 @@ class PopulationSweep:
                 job = rl_run.RLJob(cfg, log=self._log)
                 opened, book = self._open(ask, job, run_dir, False)
             except Exception as e:  # noqa: BLE001 - recorded on the trial
+                self._opened(ask)
                 self._fail(trial, e)
                 continue
             live = self.live[trial.number] = _Live(trial, opened, t0, group, len(asks))
+            self._opened(ask)
             members.append((live, job, book))
         if members:
             jobs = [job for _, job, _ in members]
@@ -622,20 +639,23 @@ class PopulationSweep:
 
     def _interrupt(self) -> None:
         """Ctrl-C or an error mid-group: each running member's trial (and each
-        asked one not started) is failed as interrupted and re-queued, so the
-        next run resumes it from its latest checkpoint."""
+        asked one not started, the opener of a group being set up included)
+        is failed as interrupted and re-queued, so the next run resumes it
+        from its latest checkpoint."""
         for live in list(self.live.values()):
             if live.opened.checkpointer is not None:
                 with contextlib.suppress(Exception):
                     live.opened.checkpointer.close()
-        for trial in [live.trial for live in self.live.values()] + \
-                [ask.trial for ask in self.pending]:
+        trials = {t.number: t for t in [live.trial for live in self.live.values()]
+                  + [ask.trial for ask in self.pending + self.opening]}
+        for trial in trials.values():
             with contextlib.suppress(Exception):
                 trial.set_user_attr("status", "interrupted")
                 self.study.tell(trial, state=TrialState.FAIL)
                 requeue(self.study, self.study._storage.get_trial(trial._trial_id))
         self.live.clear()
         self.pending.clear()
+        self.opening.clear()
 
     @property
     def compiled_shapes(self) -> int:

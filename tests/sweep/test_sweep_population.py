@@ -266,3 +266,47 @@ def test_slow_epochs_do_not_make_members_stale(tmp_path):
     _driver(spec, study, on_epoch=lambda *a: time.sleep(1.6)).run()
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.COMPLETE] * 3, states
+
+
+def test_a_group_slower_to_set_up_than_the_grace_keeps_its_opener(tmp_path, monkeypatch):
+    """The trial that opens a group beats from the moment it is asked: a
+    shape that takes longer than heartbeat.grace to set up (data, engine,
+    first compiles) must not get its opener failed as stale by the group's
+    next ask."""
+    import time
+
+    from jaxdl.sweep import population as sweep_population
+
+    spec = tiny_sweep(tmp_path, storage="journal", **{
+        "budget.trials": 2, "heartbeat.interval": 1, "heartbeat.grace": 2,
+        "pruner.name": "none", "train.epochs": 1,
+        "population": {"size": 2, "group_trials": 2}})
+    study = sweep.open_study(spec)
+    build = sweep_population._Shape.__init__
+
+    def slow_build(self, *args, **kwargs):
+        time.sleep(4.0)
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_population._Shape, "__init__", slow_build)
+    _driver(spec, study).run()
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE] * 2, states
+
+
+def test_ctrl_c_while_a_group_is_set_up_requeues_its_opener(tmp_path, monkeypatch):
+    from jaxdl.sweep import population as sweep_population
+
+    spec = tiny_sweep(tmp_path, population=2)
+    study = sweep.open_study(spec)
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_population._Shape, "__init__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _driver(spec, study).run()
+    [opener] = [t for t in study.get_trials() if t.state == TrialState.FAIL]
+    assert opener.user_attrs["status"] == "interrupted"
+    [retry] = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert retry.params == opener.params
