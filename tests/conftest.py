@@ -6,8 +6,9 @@ so XLA's CPU backend compiles them at optimization level 0 here
 (``TEST_XLA_FLAGS``): about 40 % less compile time, while the programs run
 2-3x slower, which a test's few steps do not notice. The operations and
 their semantics are the same, and the equality tests compare programs
-compiled alike. ``JAXDL_TEST_XLA_OPT=default`` keeps XLA's level (and a
-notebook that trains for real asks for it: ``tests.helpers.execute_notebook``).
+compiled alike. ``JAXDL_TEST_XLA_OPT=default`` keeps XLA's level, and the
+``xla_defaults`` fixture gives it back to what a test starts (a notebook
+that trains for real).
 """
 
 import atexit
@@ -44,6 +45,14 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture
+def xla_defaults(monkeypatch):
+    """Processes this test starts compile with XLA's own optimization level,
+    not the suite's quick one (``TEST_XLA_FLAGS``)."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f not in TEST_XLA_FLAGS]
+    monkeypatch.setenv("XLA_FLAGS", " ".join(flags))
 
 
 def _data_dir_holding(relpath: str, what: str) -> Path:

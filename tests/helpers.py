@@ -86,27 +86,16 @@ class Server:
 NOTEBOOKS = REPO / "notebooks"
 
 
-def execute_notebook(name: str, monkeypatch, tmp_path: Path, *, xla_defaults: bool = False,
-                     timeout: int = 600):
+def execute_notebook(name: str, monkeypatch, tmp_path: Path, timeout: int = 600):
     """Run ``notebooks/<name>`` top to bottom in a fresh Jupyter kernel (cwd
-    notebooks/, figures inline, temporary files under ``tmp_path``) and
-    return the executed notebook; a cell that raises fails the call with
-    the cell's traceback.
-
-    Args:
-      xla_defaults: compile with XLA's own optimization level rather than
-        the suite's quick one (``tests.conftest.TEST_XLA_FLAGS``), for a
-        notebook whose training time outweighs its compiles.
-    """
+    notebooks/, figures inline, temporary files under ``tmp_path``; the
+    suite's XLA flags unless the test asks for the ``xla_defaults``
+    fixture) and return the executed notebook; a cell that raises fails the
+    call with the cell's traceback."""
     import nbformat
     from nbclient import NotebookClient
 
-    from tests.conftest import TEST_XLA_FLAGS
-
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    if xla_defaults:
-        flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f not in TEST_XLA_FLAGS]
-        monkeypatch.setenv("XLA_FLAGS", " ".join(flags))
     monkeypatch.setenv("TMPDIR", str(tmp_path))    # the notebooks' scratch directories
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     NotebookClient(nb, timeout=timeout, kernel_name="python3",

@@ -295,7 +295,6 @@ class PopulationSweep:
             opened, book = self._open(ask, job, run_dir, resume,
                                       experiment.new_state(cfg, job.engine, job.dataset))
         except Exception as e:  # noqa: BLE001 - recorded on the trial
-            self._opened(ask)
             self._fail(trial, e)
             if isinstance(e, DataError):
                 raise
@@ -313,8 +312,8 @@ class PopulationSweep:
         return m
 
     def _opened(self, ask: _Ask) -> None:
-        """``ask`` no longer needs the opening group's heartbeat (it is live,
-        or it ended)."""
+        """``ask`` no longer needs the opening group's heartbeat: it is live
+        (or runs plainly). A failed one leaves in :meth:`_fail`."""
         if ask in self.opening:
             self.opening.remove(ask)
 
@@ -439,6 +438,7 @@ class PopulationSweep:
             trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             self.study.tell(trial, state=TrialState.FAIL)
         self.live.pop(trial.number, None)
+        self.opening[:] = [a for a in self.opening if a.trial.number != trial.number]
         self._after_tell(trial)
 
     def _after_tell(self, trial: optuna.Trial) -> None:
@@ -501,7 +501,6 @@ class PopulationSweep:
             try:
                 shape = self._shape(opener.cfg)
             except Exception as e:  # noqa: BLE001 - recorded on the trial
-                self._opened(opener)
                 self._fail(opener.trial, e)
                 if isinstance(e, DataError):
                     raise
@@ -614,7 +613,6 @@ class PopulationSweep:
                 job = rl_run.RLJob(cfg, log=self._log)
                 opened, book = self._open(ask, job, run_dir, False)
             except Exception as e:  # noqa: BLE001 - recorded on the trial
-                self._opened(ask)
                 self._fail(trial, e)
                 continue
             live = self.live[trial.number] = _Live(trial, opened, t0, group, len(asks))
