@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -824,7 +825,10 @@ def _field_names(cls) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
+@functools.cache
 def _hints(cls) -> dict[str, Any]:
+    """``cls``'s resolved field types (cached: resolving them is most of a
+    config's build time, 17 ms per ``Config.replace``)."""
     return typing.get_type_hints(cls)
 
 

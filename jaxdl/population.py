@@ -69,8 +69,26 @@ RL_DATA_FIELDS = ("name", "seed", "train.patience", "train.min_delta", "train.pr
 
 
 def stack(states: Sequence[Any]) -> Any:
-    """States (same structure and shapes) stacked on a new leading axis."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+    """States (same structure and shapes) stacked on a new leading axis, on
+    the default device.
+
+    The leaves are stacked on the host and put back one by one: an
+    eager ``jnp.stack`` compiles a program for each distinct leaf shape
+    (0.2-0.7 s per new model shape, measured on a population sweep), while
+    the copies cost microseconds for the small models populations are for.
+    PRNG key leaves are stacked on the device (their bits are not host data).
+    """
+    return jax.tree.map(_stack_leaf, *states)
+
+
+def _stack_leaf(*xs: Any) -> Any:
+    if _is_key(xs[0]):
+        return jnp.stack(xs)
+    return jax.device_put(np.stack(jax.device_get(xs)))
+
+
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def member(states: Any, i: int) -> Any:
