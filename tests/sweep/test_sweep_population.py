@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 import jaxdl
 from jaxdl import config, population, sweep
 from jaxdl.errors import ConfigError
+from jaxdl.sweep import population as sweep_population
 from jaxdl.sweep.objective import may_prune
 from jaxdl.sweep.population import PopulationSweep, shape_key
 from tests.helpers import REPO, tiny_sweep
@@ -148,8 +149,47 @@ def test_auto_measures_sizes_and_finishes_the_budget(tmp_path):
     assert len(finished(study)) == 6
     session = json.loads((spec.directory / "sweep.json").read_text())["sessions"][-1]
     rates = {int(k): v for k, v in session["auto_rates"].items()}
-    assert set(rates) == {1, 2, 4, 8} and all(v > 0 for v in rates.values())
-    assert session["population"] == max(rates, key=rates.get)
+    probed = sorted(rates)
+    assert probed == [1, 2, 4, 8][:len(probed)] and len(probed) >= 2
+    assert all(v > 0 for v in rates.values())
+    # Each size taken beat the one before it by more than AUTO_GAIN; the
+    # first that did not ended the probe.
+    chosen = session["population"]
+    gain = 1 + sweep_population.AUTO_GAIN
+    assert all(rates[k] > rates[k // 2] * gain for k in probed if 1 < k <= chosen)
+    assert chosen == probed[-1] or rates[probed[-1]] <= rates[chosen] * gain
+
+
+@pytest.mark.parametrize("rates, chosen, probed", [
+    ({1: 100, 2: 140, 4: 150, 8: 400}, 2, [1, 2, 4]),     # 4 gains 7 %: stop at 2
+    ({1: 100, 2: 110, 4: 300, 8: 900}, 1, [1, 2]),        # 2 gains 10 %: plain
+    ({1: 100, 2: 150, 4: 225, 8: 340}, 8, [1, 2, 4, 8]),  # every doubling gains 50 %
+    ({1: 100, 2: 90, 4: 80, 8: 70}, 1, [1, 2]),
+])
+def test_auto_doubles_while_each_doubling_gains_enough(monkeypatch, rates, chosen, probed):
+    """The rule of choose_size, on a clock that makes each size's rate what
+    the case says (the probe's programs run for real)."""
+    from jaxdl import experiment
+    from tests.helpers import spiral_cfg
+
+    cfg = spiral_cfg()
+    job = experiment.SupervisedJob(cfg, layout=None)
+    state = experiment.new_state(cfg, job.engine, job.dataset)
+    steps = min(8, job.engine.steps_per_epoch)
+    clock = [0.0]
+    real = population.Population.train_epoch
+
+    def timed(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        clock[0] += self.size * steps / rates[self.size]
+        return out
+
+    monkeypatch.setattr(population.Population, "train_epoch", timed)
+    monkeypatch.setattr(sweep_population.time, "perf_counter", lambda: clock[0])
+    size, got, _ = sweep_population.choose_size(job, state, [1, 2, 4, 8], steps=steps,
+                                                dropout=False)
+    assert size == chosen and sorted(got) == probed
+    assert got == pytest.approx({k: rates[k] for k in probed})
 
 
 def test_population_sweep_through_the_cli(tmp_path):
