@@ -11,7 +11,7 @@ leading *member* axis and train as one program vmapped over it::
 
 Each member keeps its own data order (its own shuffle key, as it would
 alone), its own dropout stream and its own early stopping. A member whose
-loss turns NaN/Inf is frozen at its last finite state and reported
+loss turns NaN/Inf goes back to its state before that epoch and is reported
 ``diverged``; the others go on unaffected. A stopped member's slot can be
 refilled with a fresh state of the same shape (:meth:`Population.put`)
 without recompiling.
@@ -214,19 +214,21 @@ class Population:
             perm = e._permutation_fn(key)
 
             def body(carry, i):
-                state, alive = carry
+                state, ok = carry
                 idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * b, b)
                 new, metrics = e.train_step(state, e._gather(x, y, idx), rng,
                                             dropout_on=dropout_on)
-                # A member whose step went non-finite keeps its last finite
-                # state and stops; the others are untouched by it.
-                ok = alive & jnp.isfinite(metrics["loss"])
-                state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
-                return (state, ok), metrics
+                return (new, ok & jnp.isfinite(metrics["loss"])), metrics
 
-            (state, alive), metrics = jax.lax.scan(body, (state, alive),
-                                                   jnp.arange(length, dtype=jnp.int32))
-            return state, alive, metrics
+            # A member whose loss went non-finite during the call (or that
+            # was not alive) goes back to its state before it, once, after
+            # the scan: a select per step cost the MNIST MLP a quarter of its
+            # population-2 step. Members share nothing in the scan, so a
+            # NaN stays in its own member.
+            (new, ok), metrics = jax.lax.scan(body, (state, alive),
+                                              jnp.arange(length, dtype=jnp.int32))
+            state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+            return state, ok, metrics
 
         def run(states, alive, x, y, keys, start, rngs):
             self._count(f"epoch[{length}]")
@@ -399,7 +401,7 @@ def run(pop: Population, x: Any, y: Any, val: EvalSplit | None, source: Source, 
             loop.train_seconds += t1 - t0
             loop.eval_seconds += t2 - t1
             metrics = dict(train_m[i])
-            if not ok[i]:   # frozen at its last finite state: report the divergence
+            if not ok[i]:   # back at its state before the epoch: report the divergence
                 metrics["loss"] = math.nan
             epoch = loop.epoch + 1
             evaluated = {"val": val_m[i]} if val is not None else {}

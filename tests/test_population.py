@@ -55,7 +55,7 @@ def test_a_diverging_member_is_isolated(tmp_path):
     assert bad.status == "diverged" and good.status == "completed"
     assert good.final["val"]["accuracy"] == pytest.approx(good_alone.final["val"]["accuracy"],
                                                           abs=1e-6)
-    # The diverged member is frozen at its last finite state.
+    # The diverged member is back at its state before the epoch it diverged in.
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(bad.state.params))
 
 
