@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -284,7 +285,8 @@ def _worker_loop(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
 
 def _populations(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
                  deadline: float | None, display: _Display | None, verbose: bool,
-                 record: dict[str, Any]) -> str | None:
+                 record: dict[str, Any], after_probe: Callable[[], None] | None = None
+                 ) -> str | None:
     """Run the sweep's trials in populations (``jaxdl.sweep.population``);
     None when ``population: auto`` measured that one trial at a time is
     fastest (the plain loop then runs the rest). ``record`` gets the
@@ -294,7 +296,8 @@ def _populations(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
     sweep = PopulationSweep(
         spec, study, objective, size=spec.population, deadline=deadline,
         on_trial=display.trial_done if display is not None else None,
-        note=display.note if display is not None else None, verbose=verbose)
+        note=display.note if display is not None else None, verbose=verbose,
+        after_probe=after_probe)
     try:
         return sweep.run()
     finally:
@@ -543,7 +546,9 @@ def run(spec: SweepSpec, *, verbose: bool = False, progress: bool | None = None,
     deadline = t0 + spec.budget.timeout if spec.budget.timeout else None
     why = "interrupted"
     pop_record: dict[str, Any] = {}
-    if report:
+    # `population: auto` first times training steps: the imports would
+    # compete with them for the two cores, so they start after the probe.
+    if report and spec.population != "auto":
         _warm_report_imports()
     try:
         if spec.workers == 1:
@@ -555,7 +560,8 @@ def run(spec: SweepSpec, *, verbose: bool = False, progress: bool | None = None,
                 if spec.population != 1:
                     why = _populations(spec, study, objective, deadline=deadline,
                                        display=display, verbose=verbose and not quiet,
-                                       record=pop_record)
+                                       record=pop_record,
+                                       after_probe=_warm_report_imports if report else None)
                 if why is None:
                     why = _worker_loop(spec, study, objective, deadline=deadline,
                                        progress=display)

@@ -74,6 +74,7 @@ AUTO_MAX = 8
 # `population: auto` doubles the size while each doubling raises the
 # member-steps per second by more than this (see choose_size).
 AUTO_GAIN = 0.15
+_PROBE_SECONDS = 0.25   # timed per size, at least (and at least 3 calls)
 _POLL_SECONDS = 1.0
 
 
@@ -157,10 +158,10 @@ def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
                 steps: int = 32, dropout: bool = True, gain: float | None = None
                 ) -> tuple[int, dict[int, float], dict[int, pop_lib.Population]]:
     """The population size for a sweep: ``sizes`` (ascending, from 1) are
-    timed in turn on ``min(steps, an epoch)`` training steps (best of 3,
-    after a warm-up call that compiles) of copies of ``state``, with the
-    dropout masks compiled in or out as ``dropout`` says (see
-    :class:`jaxdl.population.Population`). A size is taken only when its
+    timed in turn on ``min(steps, an epoch)`` training steps (the fastest
+    of at least 3 calls and 0.25 s, after one that compiles) of copies of
+    ``state``, with the dropout masks compiled in or out as ``dropout`` says
+    (see :class:`jaxdl.population.Population`). A size is taken only when its
     member-steps per second beat the size before it by more than ``gain``
     (default :data:`AUTO_GAIN`); the first size that does not ends the
     probe.
@@ -184,23 +185,31 @@ def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
     chosen = sizes[0]
     for k in sizes:
         pop = pops[k] = pop_lib.Population(engine, k, dropout=dropout)
-        keys = jnp.stack([jax.random.key(i) for i in range(k)])
-        alive = jnp.ones((k,), bool)
         states = pop_lib.stack([state] * k)
-        best = math.inf
-        for rep in range(4):
-            t0 = time.perf_counter()
-            states, _, _ = pop.train_epoch(states, alive, job._x, job._y, keys, keys,
-                                           steps=steps)
-            jax.block_until_ready(states)
-            if rep:
-                best = min(best, time.perf_counter() - t0)
-        rate[k] = k * steps / best
+        rate[k] = k * steps / _best_call(pop, states, job._x, job._y, steps)
         if k != chosen:
             if rate[k] <= rate[chosen] * (1 + gain):
                 break
             chosen = k
     return chosen, rate, pops
+
+
+def _best_call(pop: pop_lib.Population, states: Any, x: Any, y: Any, steps: int) -> float:
+    """Seconds of the fastest of at least 3 calls of ``steps`` training
+    steps of ``pop`` (after one that compiles), and of as many as fit in
+    ``_PROBE_SECONDS``: a small model's call takes milliseconds, and one
+    slow call in three decided the size."""
+    keys = jnp.stack([jax.random.key(i) for i in range(pop.size)])
+    alive = jnp.ones((pop.size,), bool)
+    timed: list[float] = []
+    for _ in range(51):
+        t0 = time.perf_counter()
+        states, _, _ = pop.train_epoch(states, alive, x, y, keys, keys, steps=steps)
+        jax.block_until_ready(states)
+        timed.append(time.perf_counter() - t0)
+        if len(timed) > 3 and sum(timed[1:]) >= _PROBE_SECONDS:
+            break
+    return min(timed[1:])
 
 
 class PopulationSweep:
@@ -218,13 +227,18 @@ class PopulationSweep:
       on_trial: called with each finished trial (the display).
       note: where one-line notices go (the display).
       verbose: print each trial's summary line.
+      after_probe: with ``auto``, called once its sizes are timed (the
+        driver then starts importing what the final report needs: earlier,
+        the imports would compete with the timed steps for the CPU).
     """
 
     def __init__(self, spec: SweepSpec, study: optuna.Study, objective: Objective, *,
                  size: int | str, deadline: float | None = None,
                  on_trial: Callable[[optuna.Study, Any], None] | None = None,
-                 note: Callable[[str], None] | None = None, verbose: bool = False):
+                 note: Callable[[str], None] | None = None, verbose: bool = False,
+                 after_probe: Callable[[], None] | None = None):
         self.spec, self.study, self.objective = spec, study, objective
+        self.after_probe = after_probe   # auto: called once its sizes are timed
         self.size, self.deadline = size, deadline
         self.on_trial, self.verbose = on_trial, verbose
         self.note = note or (lambda s: None)
@@ -531,6 +545,8 @@ class PopulationSweep:
                 self.size, self.rates, probes = choose_size(
                     job, experiment.new_state(opener.cfg, job.engine, job.dataset), sizes,
                     dropout=shape.dropout)
+                if self.after_probe is not None:
+                    self.after_probe()
                 for k, probe in probes.items():   # compiled: a smaller last group reuses one
                     if probe.size > 1:
                         shape.pops.setdefault(k, probe)
