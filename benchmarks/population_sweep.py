@@ -4,7 +4,8 @@ Question answered: a shipped sweep run from scratch with ``--population P``
 for each P asked (1 is the plain sweep, one trial at a time; ``auto``
 measures sizes and picks one), same sampler seed and trial budget. For each:
 wall time, finished trials, trials per hour, the ratio to population 1,
-epochs trained, shape groups and distinct shapes compiled, compile time, and
+epochs trained, shape groups and distinct shapes compiled, the fraction of
+population slot-epochs that computed an idle slot, compile time, and
 the best value found. Then the cost of one vmapped epoch of 1 and of 8
 members of the base shape (dropout masks compiled out, and in). Then
 whether a member trained in a population equals
@@ -66,7 +67,9 @@ def _sweep(spec: str, study_dir: Path, extra: list[str]) -> dict:
             "compile_seconds": session["compile_seconds"],
             "groups": session.get("groups"), "compiled_shapes": session.get("compiled_shapes"),
             "population_used": session.get("population", 1),
-            "auto_rates": session.get("auto_rates")}
+            "auto_rates": session.get("auto_rates"),
+            "idle_slot_fraction": (1 - session["member_epochs"] / session["slot_epochs"]
+                                   if session.get("slot_epochs") else None)}
 
 
 def _equality(spec_path: str, epochs: int) -> list[dict]:
@@ -176,7 +179,8 @@ def main() -> None:
                              ("pruned", "trials"), ("best", "value"),
                              ("compile_seconds", "s"), ("groups", "groups"),
                              ("compiled_shapes", "shapes"), ("population_used", "members"),
-                             ("auto_rates", "member-steps/s")):
+                             ("auto_rates", "member-steps/s"),
+                             ("idle_slot_fraction", "of slot-epochs")):
             if r.get(metric) is not None:
                 emit(metric, r[metric], unit, pop)
         if "1" in results:

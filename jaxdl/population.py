@@ -176,6 +176,9 @@ class Population:
         self._data_axis = None if shared_data else 0
         self.programs = Programs()
         self.traces: dict[str, int] = {}
+        # Epochs :func:`run` trained: slot-epochs (size x population epochs)
+        # and the member-epochs among them (the rest computed idle slots).
+        self.slot_epochs = self.member_epochs = 0
         if devices is None:
             local = jax.local_devices()
             n = max(d for d in range(1, len(local) + 1) if size % d == 0)
@@ -389,6 +392,8 @@ def run(pop: Population, x: Any, y: Any, val: EvalSplit | None, source: Source, 
                              for m in slots])
         t0 = time.perf_counter()
         states, alive, train_m = pop.train_epoch(states, alive, x, y, shuffle, dropout)
+        pop.slot_epochs += k
+        pop.member_epochs += len(live)
         t1 = time.perf_counter()
         val_m = pop.evaluate(states, val) if val is not None else [{}] * k
         t2 = time.perf_counter()

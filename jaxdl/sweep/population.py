@@ -612,9 +612,14 @@ class PopulationSweep:
 
         job = shape.job
         template = experiment.new_state(opener.cfg, job.engine, job.dataset)
-        pop_lib.run(pop, job._x, job._y, job._evals.get("val"), source,
-                    lambda m, state, seconds: self._done(m, state, seconds, shape),
-                    template=template)
+        slots, members = pop.slot_epochs, pop.member_epochs
+        try:
+            pop_lib.run(pop, job._x, job._y, job._evals.get("val"), source,
+                        lambda m, state, seconds: self._done(m, state, seconds, shape),
+                        template=template)
+        finally:
+            record["slot_epochs"] = pop.slot_epochs - slots
+            record["member_epochs"] = pop.member_epochs - members
 
     def _run_agents_group(self, opener: _Ask) -> None:
         """PPO / DQN: a group of up to ``size`` trials of one shape trained in
@@ -690,6 +695,15 @@ class PopulationSweep:
         self.live.clear()
         self.pending.clear()
         self.opening.clear()
+
+    @property
+    def slot_epochs(self) -> tuple[int, int]:
+        """``(slot-epochs, member-epochs)`` of the supervised groups: an
+        epoch of a population of K computes K slots, the member-epochs are
+        those of slots holding a training member (the rest idle while a
+        group's last members finish)."""
+        return (sum(g.get("slot_epochs", 0) for g in self.groups),
+                sum(g.get("member_epochs", 0) for g in self.groups))
 
     @property
     def compiled_shapes(self) -> int:

@@ -56,6 +56,9 @@ def test_population_trials_are_ordinary_optuna_trials(tmp_path):
     session = json.loads((spec.directory / "sweep.json").read_text())["sessions"][-1]
     # tiny_spiral searches only data (learning rate, dropout): one shape.
     assert session["population"] == 3 and session["compiled_shapes"] == 1
+    # Each epoch a member trained is booked once; idle slots make up the rest.
+    assert session["member_epochs"] == sum(t.user_attrs["epochs"] for t in done)
+    assert session["slot_epochs"] >= session["member_epochs"]
     assert (spec.directory / "trials.jsonl").exists()
 
 
