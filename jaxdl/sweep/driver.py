@@ -301,7 +301,7 @@ def _populations(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
     try:
         return sweep.run()
     finally:
-        slots, members = sweep.slot_epochs
+        slots, members = sweep.slot_use
         record.update({"population": sweep.size, "groups": len(sweep.groups),
                        "compiled_shapes": sweep.compiled_shapes,
                        **({"slot_epochs": slots, "member_epochs": members} if slots else {}),

@@ -155,15 +155,15 @@ class _Shape:
 
 
 def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
-                steps: int = 32, dropout: bool = True, gain: float | None = None
+                steps: int = 32, dropout: bool = True
                 ) -> tuple[int, dict[int, float], dict[int, pop_lib.Population]]:
     """The population size for a sweep: ``sizes`` (ascending, from 1) are
     timed in turn on ``min(steps, an epoch)`` training steps (the fastest
     of at least 3 calls and 0.25 s, after one that compiles) of copies of
     ``state``, with the dropout masks compiled in or out as ``dropout`` says
     (see :class:`jaxdl.population.Population`). A size is taken only when its
-    member-steps per second beat the size before it by more than ``gain``
-    (default :data:`AUTO_GAIN`); the first size that does not ends the
+    member-steps per second beat the size before it by more than
+    :data:`AUTO_GAIN`; the first size that does not ends the
     probe.
 
     Why a margin and not the fastest size: the probe times the first
@@ -178,7 +178,6 @@ def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
       rates of the sizes probed; when the probe is a whole epoch, the
       populations hold the compiled epoch programs a sweep goes on with.
     """
-    gain = AUTO_GAIN if gain is None else gain
     engine = job.engine
     steps = max(1, min(steps, engine.steps_per_epoch))
     rate, pops = {}, {}
@@ -188,7 +187,7 @@ def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
         states = pop_lib.stack([state] * k)
         rate[k] = k * steps / _best_call(pop, states, job._x, job._y, steps)
         if k != chosen:
-            if rate[k] <= rate[chosen] * (1 + gain):
+            if rate[k] <= rate[chosen] * (1 + AUTO_GAIN):
                 break
             chosen = k
     return chosen, rate, pops
@@ -697,7 +696,7 @@ class PopulationSweep:
         self.opening.clear()
 
     @property
-    def slot_epochs(self) -> tuple[int, int]:
+    def slot_use(self) -> tuple[int, int]:
         """``(slot-epochs, member-epochs)`` of the supervised groups: an
         epoch of a population of K computes K slots, the member-epochs are
         those of slots holding a training member (the rest idle while a

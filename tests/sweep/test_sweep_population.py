@@ -5,6 +5,7 @@ measures, the CLI finishes the budget; spec errors."""
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -294,8 +295,6 @@ def test_slow_epochs_do_not_make_members_stale(tmp_path):
     """Epochs longer than the heartbeat grace: the driver's heartbeat thread
     keeps its members alive through each count (fail_stale_trials, which on
     a journal file also counts a trial's start)."""
-    import time
-
     spec = tiny_sweep(tmp_path, storage="journal", **{
         "budget.trials": 3, "heartbeat.interval": 1, "heartbeat.grace": 2,
         "pruner.name": "none", "population": {"size": 2, "group_trials": 3}})
@@ -316,10 +315,6 @@ def test_a_group_slower_to_set_up_than_the_grace_keeps_its_opener(tmp_path, monk
     shape that takes longer than heartbeat.grace to set up (data, engine,
     first compiles) must not get its opener failed as stale by the group's
     next ask."""
-    import time
-
-    from jaxdl.sweep import population as sweep_population
-
     spec = tiny_sweep(tmp_path, storage="journal", **{
         "budget.trials": 2, "heartbeat.interval": 1, "heartbeat.grace": 2,
         "pruner.name": "none", "train.epochs": 1,
@@ -338,8 +333,6 @@ def test_a_group_slower_to_set_up_than_the_grace_keeps_its_opener(tmp_path, monk
 
 
 def test_ctrl_c_while_a_group_is_set_up_requeues_its_opener(tmp_path, monkeypatch):
-    from jaxdl.sweep import population as sweep_population
-
     spec = tiny_sweep(tmp_path, population=2)
     study = sweep.open_study(spec)
 
