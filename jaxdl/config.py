@@ -828,7 +828,7 @@ def _field_names(cls) -> tuple[str, ...]:
 @functools.cache
 def _hints(cls) -> dict[str, Any]:
     """``cls``'s resolved field types (cached: resolving them is most of a
-    config's build time, 17 ms per ``Config.replace``)."""
+    config's build time: ``Config.replace`` 7.3 ms uncached, 0.96 ms cached)."""
     return typing.get_type_hints(cls)
 
 

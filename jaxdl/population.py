@@ -74,7 +74,7 @@ def stack(states: Sequence[Any]) -> Any:
 
     The leaves are stacked on the host and put back one by one: an
     eager ``jnp.stack`` compiles a program for each distinct leaf shape
-    (0.2-0.7 s per new model shape, measured on a population sweep), while
+    (0.75 s and 0.26 s of compiles for the playground sweep's two shapes), while
     the copies cost microseconds for the small models populations are for.
     PRNG key leaves are stacked on the device (their bits are not host data).
     """
@@ -225,9 +225,9 @@ class Population:
 
             # A member whose loss went non-finite during the call (or that
             # was not alive) goes back to its state before it, once, after
-            # the scan: a select per step cost the MNIST MLP a quarter of its
-            # population-2 step. Members share nothing in the scan, so a
-            # NaN stays in its own member.
+            # the scan: a select per step held the MNIST MLP at 2 members to
+            # 175 member-steps/s, against 248 without it. Members share
+            # nothing in the scan, so a NaN stays in its own member.
             (new, ok), metrics = jax.lax.scan(body, (state, alive),
                                               jnp.arange(length, dtype=jnp.int32))
             state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
