@@ -68,6 +68,8 @@ def _sweep(spec: str, study_dir: Path, extra: list[str]) -> dict:
             "groups": session.get("groups"), "compiled_shapes": session.get("compiled_shapes"),
             "population_used": session.get("population", 1),
             "auto_rates": session.get("auto_rates"),
+            "auto_trial_seconds": session.get("auto_trial_seconds"),
+            "auto_compile_seconds": session.get("auto_compile_seconds"),
             "idle_slot_fraction": (1 - session["member_epochs"] / session["slot_epochs"]
                                    if session.get("slot_epochs") else None)}
 
@@ -179,7 +181,9 @@ def main() -> None:
                              ("pruned", "trials"), ("best", "value"),
                              ("compile_seconds", "s"), ("groups", "groups"),
                              ("compiled_shapes", "shapes"), ("population_used", "members"),
-                             ("auto_rates", "member-steps/s"),
+                             ("auto_rates", "member-epochs/s"),
+                             ("auto_trial_seconds", "modelled s per trial"),
+                             ("auto_compile_seconds", "s"),
                              ("idle_slot_fraction", "of slot-epochs")):
             if r.get(metric) is not None:
                 emit(metric, r[metric], unit, pop)

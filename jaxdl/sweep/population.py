@@ -29,11 +29,13 @@ How trials are grouped:
 PPO / DQN sweeps group the same way, and a group's members train in
 lockstep (:func:`jaxdl.population.run_agents`): its slots are not refilled.
 
-``population: auto`` times up to 32 training steps (a whole epoch when
-shorter) of the first shape at population sizes 1, 2, 4, 8 in turn, and
-doubles the size only while each doubling raises the member-steps per
-second by more than 15 % (:data:`AUTO_GAIN`, :func:`choose_size`); if it
-stays at 1, the sweep runs plainly (one trial at a time).
+``population: auto`` times the first shape's epochs (training and the
+validation evaluation; estimated from 32 steps when longer) plainly (the
+plain engine's own compiled calls) and at population sizes 2, 4, 8 in
+turn, and doubles the size only while each doubling raises the
+member-epochs per second by more than 15 % (:data:`AUTO_GAIN`,
+:func:`choose_size`); if it stays at 1, the sweep runs plainly (one trial
+at a time), with the programs the probe compiled.
 """
 
 from __future__ import annotations
@@ -68,11 +70,12 @@ from jaxdl.sweep.objective import Objective, trial_value
 from jaxdl.sweep.reporting import counts as _counts
 from jaxdl.sweep.spec import SweepSpec
 
-__all__ = ["AUTO_GAIN", "AUTO_MAX", "PopulationSweep", "choose_size", "shape_key", "shape_params"]
+__all__ = ["AUTO_GAIN", "AUTO_MAX", "AutoProbe", "PopulationSweep", "choose_size",
+           "distinct_shapes", "shape_key", "shape_params", "trial_seconds"]
 
 AUTO_MAX = 8
 # `population: auto` doubles the size while each doubling raises the
-# member-steps per second by more than this (see choose_size).
+# member-epochs per second by more than this (see choose_size).
 AUTO_GAIN = 0.15
 _PROBE_SECONDS = 0.25   # timed per size, at least (and at least 3 calls)
 _POLL_SECONDS = 1.0
@@ -154,61 +157,192 @@ class _Shape:
                                                      for p in self.pops.values())
 
 
+@dataclasses.dataclass
+class AutoProbe:
+    """What ``population: auto`` measured and chose (:func:`choose_size`).
+
+    Attributes:
+      size: the size chosen (1: plain).
+      rates: member-epochs per second of each size timed.
+      compile_seconds: each size's compile seconds for a new shape (the
+        shape's state init, and its epoch and evaluation programs).
+      trial_seconds: each size's modelled seconds per trial (see
+        :func:`trial_seconds`).
+      pops: the populations timed, holding their compiled programs.
+    """
+
+    size: int
+    rates: dict[int, float]
+    compile_seconds: dict[int, float]
+    trial_seconds: dict[int, float]
+    pops: dict[int, pop_lib.Population]
+
+
+def distinct_shapes(spec: SweepSpec) -> int | None:
+    """How many shapes the searched shape parameters span (None: unbounded,
+    a float without a step)."""
+    n = 1
+    keys = set(shape_params(spec))
+    for p in spec.space:
+        if p.key not in keys:
+            continue
+        if p.kind == "categorical":
+            n *= len(p.choices)
+        elif p.kind == "int" or p.step is not None:
+            n *= int(math.floor((p.high - p.low) / (p.step or 1) + 1e-9)) + 1
+        else:
+            return None
+    return n
+
+
+def trial_seconds(size: int, rate: float, compile_s: float, *, epochs: int, trials: int,
+                  shapes: int | None, group_trials: int) -> float:
+    """The modelled seconds a trial costs at ``size`` (1: plain): its
+    ``epochs`` at ``rate`` member-epochs per second, plus its share of the
+    compiles. A plain sweep compiles each distinct shape its ``trials``
+    draw; a population sweep each distinct shape its groups draw (one per
+    ``group_trials`` trials). Of ``shapes`` equally likely shapes, ``n``
+    draws hold ``shapes * (1 - (1 - 1/shapes) ** n)`` distinct ones (``n``
+    when the shapes are unbounded); a sampler that settles on a region
+    draws fewer, so the compile share is an upper bound, as ``epochs`` (no
+    trial pruned) is."""
+    draws = trials if size == 1 else trials / group_trials
+    distinct = draws if shapes is None else shapes * (1 - (1 - 1 / shapes) ** draws)
+    return distinct / trials * compile_s + epochs / rate
+
+
 def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
-                steps: int = 32, dropout: bool = True
-                ) -> tuple[int, dict[int, float], dict[int, pop_lib.Population]]:
-    """The population size for a sweep: ``sizes`` (ascending, from 1) are
-    timed in turn on ``min(steps, an epoch)`` training steps (the fastest
-    of at least 3 calls and 0.25 s, after one that compiles) of copies of
-    ``state``, with the dropout masks compiled in or out as ``dropout`` says
-    (see :class:`jaxdl.population.Population`). A size is taken only when its
-    member-steps per second beat the size before it by more than
-    :data:`AUTO_GAIN`; the first size that does not ends the
-    probe.
+                steps: int = 32, dropout: bool = True, trials: int | None = None,
+                shapes: int | None = 1, group_trials: int | None = None) -> AutoProbe:
+    """The population size for a sweep of ``trials`` trials (None: 100)
+    over ``shapes`` distinct shapes (None: unbounded), groups of
+    ``group_trials`` trials (None: twice the size). ``sizes`` (ascending,
+    from 1) are timed in turn on copies of ``state``, and a size is taken
+    only when its modelled seconds per trial (:func:`trial_seconds`) beat
+    the size before it by more than :data:`AUTO_GAIN`; the first size that
+    does not ends the probe.
 
-    Why a margin and not the fastest size: the probe times the first
-    shape's training steps only, while a population also evaluates every
-    member, idles slots at a group's end and meets the study's other
-    shapes, which may fill the device alone. On the MNIST MLP sweep (2 CPU
-    cores) probes of 1.2x at 8 members ended in sweeps 0.64-0.72x as fast
-    as plain (``benchmarks/population_sweep.py``).
+    An epoch is timed as a sweep runs it: training, then the validation
+    split's evaluation. Size 1 is the plain engine (its compiled calls,
+    which a plain sweep then goes on with); a larger size is a population,
+    with dropout masks compiled in or out as ``dropout`` says (see
+    :class:`jaxdl.population.Population`). An epoch longer than ``steps``
+    steps is estimated from one compiled call (the plain engine's first
+    call of an epoch; ``steps`` steps of a population), scaled to the epoch,
+    plus the evaluation. Each timing is the fastest of at least 3 calls and
+    0.25 s, after one that compiles.
 
-    Returns:
-      ``(size, {size: member-steps per second}, {size: population})``, the
-      rates of the sizes probed; when the probe is a whole epoch, the
-      populations hold the compiled epoch programs a sweep goes on with.
+    Why compiles count: a small model's sweep is mostly compiles, and a
+    population sweep compiles once per group where a plain sweep compiles
+    once per new shape. On the playground spiral (2 CPU cores) a plain
+    epoch and its evaluation took 2.7 ms and their programs 2 s to
+    compile, while 2 members' epochs ran only 1.0-1.3x as many
+    member-epochs per second; the population-8 sweep ran 2.6x as fast.
+
+    Why the plain engine and not a population of one: on the MNIST MLP the
+    plain engine made 222 steps per second where a population of one made
+    159-204, so a probe starting from a population of one chose 2 members,
+    and the sweep ran at 0.95-0.98x of plain.
+
+    Why a margin: the probe times the first shape only, and a population
+    also idles slots at a group's end.
     """
     engine = job.engine
-    steps = max(1, min(steps, engine.steps_per_epoch))
-    rate, pops = {}, {}
-    chosen = sizes[0]
+    whole = engine.steps_per_epoch <= steps
+    val = job._evals.get("val")
+    epochs = job.cfg.train.epochs
+    trials = trials or 100
+    base = engine.compile_seconds   # the shape's state init, whichever size runs it
+    probe = AutoProbe(sizes[0], {}, {}, {}, {})
     for k in sizes:
-        pop = pops[k] = pop_lib.Population(engine, k, dropout=dropout)
-        states = pop_lib.stack([state] * k)
-        rate[k] = k * steps / _best_call(pop, states, job._x, job._y, steps)
-        if k != chosen:
-            if rate[k] <= rate[chosen] * (1 + AUTO_GAIN):
+        if k == 1:
+            before = engine.compile_seconds
+            seconds = _plain_epoch(job, state, val, whole)
+            compiled = base + engine.compile_seconds - before
+        else:
+            pop = probe.pops[k] = pop_lib.Population(engine, k, dropout=dropout)
+            seconds = _population_epoch(pop, pop_lib.stack([state] * k), job, val,
+                                        None if whole else steps)
+            compiled = base + pop.compile_seconds
+        probe.rates[k] = k / seconds
+        probe.compile_seconds[k] = compiled
+        probe.trial_seconds[k] = trial_seconds(
+            k, probe.rates[k], compiled, epochs=epochs, trials=trials, shapes=shapes,
+            group_trials=group_trials or 2 * k)
+        if k != probe.size:
+            if probe.trial_seconds[k] * (1 + AUTO_GAIN) >= probe.trial_seconds[probe.size]:
                 break
-            chosen = k
-    return chosen, rate, pops
+            probe.size = k
+    return probe
 
 
-def _best_call(pop: pop_lib.Population, states: Any, x: Any, y: Any, steps: int) -> float:
-    """Seconds of the fastest of at least 3 calls of ``steps`` training
-    steps of ``pop`` (after one that compiles), and of as many as fit in
-    ``_PROBE_SECONDS``: a small model's call takes milliseconds, and one
-    slow call in three decided the size."""
-    keys = jnp.stack([jax.random.key(i) for i in range(pop.size)])
-    alive = jnp.ones((pop.size,), bool)
+def _rate(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+
+def _timed(call: Callable[[], Any]) -> float:
+    """Seconds of the fastest of at least 3 calls of ``call`` (after one
+    that compiles) and of as many as fit in ``_PROBE_SECONDS`` (50 at
+    most): a small model's call takes milliseconds, and one slow call in
+    three decided the size."""
     timed: list[float] = []
     for _ in range(51):
         t0 = time.perf_counter()
-        states, _, _ = pop.train_epoch(states, alive, x, y, keys, keys, steps=steps)
-        jax.block_until_ready(states)
+        jax.block_until_ready(call())
         timed.append(time.perf_counter() - t0)
         if len(timed) > 3 and sum(timed[1:]) >= _PROBE_SECONDS:
             break
     return min(timed[1:])
+
+
+def _plain_epoch(job: experiment.SupervisedJob, state: Any, val: Any, whole: bool) -> float:
+    """Seconds of a plain epoch of ``job`` (its engine's compiled calls,
+    kept for a plain sweep): timed whole, or its first call scaled to the
+    epoch plus the validation evaluation."""
+    engine = job.engine
+    shuffle, dropout = job._keys["shuffle"], job._keys["dropout"]
+    # Donated, so a copy (``state`` is the populations' template); each call
+    # gets the state the last one returned.
+    held = [engine.place(jax.device_put(jax.device_get(state)))]
+    evaluate = (lambda: engine.evaluate(held[0], val)) if val is not None else (lambda: None)
+    if whole:
+        def epoch():
+            held[0], _ = engine.train_epoch(held[0], job._x, job._y, shuffle, dropout)
+            return evaluate()
+
+        return _timed(epoch)
+    length = engine._chunks()[0]
+    perm = engine._get(("permutation",), lambda: engine._permutation_fn, (shuffle,))(shuffle)
+    start = jnp.zeros((), jnp.int32)
+
+    def call():
+        args = (held[0], job._x, job._y, perm, start, dropout)
+        held[0], metrics = engine._train_callable(length, False, args)(*args)
+        return metrics
+
+    seconds = _timed(call) * engine.steps_per_epoch / length
+    return seconds + (_timed(evaluate) if val is not None else 0.0)
+
+
+def _population_epoch(pop: pop_lib.Population, states: Any, job: experiment.SupervisedJob,
+                      val: Any, steps: int | None) -> float:
+    """Seconds of an epoch of ``pop``: timed whole (``steps`` None: the
+    sweep's own epoch program), or ``steps`` steps scaled to the epoch plus
+    the validation evaluation."""
+    keys = jnp.stack([jax.random.key(i) for i in range(pop.size)])
+    alive = jnp.ones((pop.size,), bool)
+    held = [states]
+    evaluate = (lambda: pop.evaluate(held[0], val)) if val is not None else (lambda: None)
+
+    def train():
+        held[0], _, _ = pop.train_epoch(held[0], alive, job._x, job._y, keys, keys,
+                                        steps=steps)
+        return held[0]
+
+    if steps is None:
+        return _timed(lambda: (train(), evaluate()))
+    seconds = _timed(train) * pop.engine.steps_per_epoch / steps
+    return seconds + (_timed(evaluate) if val is not None else 0.0)
 
 
 class PopulationSweep:
@@ -257,7 +391,8 @@ class PopulationSweep:
         self._tells = 0
         self._view: _CompletedView | None = None
         self.auto = size == "auto"
-        self.rates: dict[int, float] = {}   # auto: member-steps per second by size
+        self.rates: dict[int, float] = {}   # auto: member-epochs per second by size
+        self.probe: AutoProbe | None = None
         if self.auto:
             self.size = AUTO_MAX
 
@@ -541,16 +676,21 @@ class PopulationSweep:
             if self.auto and not self.rates:
                 job = shape.job
                 sizes = [k for k in (1, 2, 4, 8, 16, 32) if k <= AUTO_MAX]
-                self.size, self.rates, probes = choose_size(
+                trials = None if self.budget is None else self._remaining()
+                self.probe = choose_size(
                     job, experiment.new_state(opener.cfg, job.engine, job.dataset), sizes,
-                    dropout=shape.dropout)
+                    dropout=shape.dropout, trials=trials, shapes=distinct_shapes(self.spec),
+                    group_trials=self.spec.group_trials)
+                self.size, self.rates = self.probe.size, self.probe.rates
                 if self.after_probe is not None:
                     self.after_probe()
-                for k, probe in probes.items():   # compiled: a smaller last group reuses one
-                    if probe.size > 1:
-                        shape.pops.setdefault(k, probe)
-                self.note(f"population auto: {self.size} (member-steps/s "
-                          + ", ".join(f"{k}: {v:,.0f}" for k, v in self.rates.items()) + ")")
+                for k, pop in self.probe.pops.items():   # compiled: a smaller last group reuses one
+                    shape.pops.setdefault(k, pop)
+                self.note(f"population auto: {self.size} (member-epochs/s "
+                          + ", ".join(f"{k}: {_rate(v)}" for k, v in self.rates.items())
+                          + "; modelled seconds per trial "
+                          + ", ".join(f"{k}: {v:.3g}" for k, v in
+                                      self.probe.trial_seconds.items()) + ")")
                 if self.size == 1:
                     self._run_plain(opener)
                     return None
