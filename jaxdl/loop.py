@@ -26,7 +26,11 @@ __all__ = ["Book", "FitResult", "Job", "LoopState", "Reporter", "chunk_lengths",
 
 Reporter = Callable[[int, Mapping[str, float]], bool]
 """``reporter(epoch, metrics) -> stop``: called after each evaluation with
-flat metrics (``train_loss``, ``val_accuracy``, ...); True stops the run."""
+flat metrics (``train_loss``, ``val_accuracy``, ...); True stops the run.
+
+A reporter whose attribute ``discards_stopped`` is true says that its
+caller deletes the checkpoints of a run it stops (a sweep's pruned trial):
+such a run's last checkpoint, and a best one held back, are not written."""
 
 
 @dataclasses.dataclass
@@ -275,7 +279,10 @@ class Book:
             loop.status, loop.reason = self.status, self.reason
         last_epoch = epoch == tc.epochs or stop_early or stop_asked
         if self.checkpointer is not None:
-            if last_epoch or epoch % self.cfg.checkpoint.every == 0:
+            if stop_asked and not stop_early and getattr(self.reporter, "discards_stopped",
+                                                         False):
+                self._pending = None   # deleted once the caller records the stop
+            elif last_epoch or epoch % self.cfg.checkpoint.every == 0:
                 self.flush()
                 self.checkpointer.save(epoch, get_state(), loop.to_meta(), metrics,
                                        is_best=is_best)

@@ -109,6 +109,24 @@ def test_reporter_sees_every_evaluation_and_can_stop(tmp_path):
                     for e in (1, 2)]
 
 
+@pytest.mark.parametrize("discards", [False, True])
+def test_a_run_stopped_by_a_discarding_reporter_writes_no_last_checkpoint(tmp_path, discards):
+    """A sweep deletes a pruned trial's checkpoints: its reporter says so,
+    and the stopped run writes neither its last checkpoint nor a best one
+    held back (the periodic ones before stay: a killed sweep resumes there)."""
+    def reporter(epoch, metrics):
+        return epoch == 3
+
+    if discards:
+        reporter.discards_stopped = True
+    cfg = spiral_cfg(**{"train.epochs": 5, "checkpoint.every": 2})
+    r = jaxdl.run(cfg, workdir=tmp_path / "run", reporter=reporter, quiet=True)
+    assert r.status == "stopped" and r.summary["epochs"] == 3
+    ckpt = Checkpointer(tmp_path / "run" / "checkpoints", read_only=True)
+    assert (ckpt.latest_epoch() == 2) if discards else (ckpt.latest_epoch() == 3)
+    assert "test" in r.summary["best"]   # the best state is held in memory
+
+
 def test_an_existing_run_is_never_overwritten(tmp_path):
     cfg = spiral_cfg(**{"train.epochs": 1})
     jaxdl.run(cfg, workdir=tmp_path / "run", quiet=True)

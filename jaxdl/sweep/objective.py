@@ -127,7 +127,10 @@ class Objective:
         """The run's ``reporter(epoch, metrics) -> stop``: reports the
         objective metric to ``trial`` each epoch and asks the pruner where it
         can act (:func:`may_prune`): ``prune()``, by default
-        ``trial.should_prune()``."""
+        ``trial.should_prune()``. Unless the sweep keeps every trial's
+        checkpoints, a run it stops does not write its last checkpoint
+        (``discards_stopped``, :data:`jaxdl.loop.Reporter`): a pruned trial's
+        are deleted when it is told."""
         spec, metric = self.spec, self.spec.metric
         last = {"step": None}
 
@@ -147,6 +150,9 @@ class Objective:
                 return False
             return prune() if prune is not None else trial.should_prune()
 
+        # A pruned trial's checkpoints are deleted when it is told (cleanup):
+        # its last one is not worth writing (39 ms a save for the playground).
+        reporter.discards_stopped = not spec.keep_all
         return reporter
 
     def __call__(self, trial: optuna.Trial) -> float:

@@ -216,6 +216,16 @@ def test_only_the_best_trial_keeps_checkpoints(tmp_path):
     assert len(list(keep.directory.glob("trials/*/checkpoints"))) == 3
 
 
+def test_a_pruned_trial_skips_its_last_checkpoint_unless_all_are_kept(tmp_path):
+    """Cleanup deletes a pruned trial's checkpoints when it is told, so its
+    reporter says not to write the last one (jaxdl.loop.Reporter)."""
+    study = optuna.create_study()
+    for keep_all in (False, True):
+        objective = sweep.Objective(tiny_sweep(tmp_path / str(keep_all), keep_all=keep_all))
+        reporter = objective.reporter(study.ask(), 3)
+        assert reporter.discards_stopped is not keep_all
+
+
 def test_same_shapes_compile_once(tmp_path, monkeypatch):
     # lr and dropout are data: after the first trial nothing compiles.
     monkeypatch.setattr(experiment, "_ENGINES", type(experiment._ENGINES)())
