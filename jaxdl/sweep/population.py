@@ -77,7 +77,7 @@ AUTO_MAX = 8
 # `population: auto` doubles the size while each doubling raises the
 # member-epochs per second by more than this (see choose_size).
 AUTO_GAIN = 0.15
-_PROBE_SECONDS = 0.25   # timed per size, at least (and at least 3 calls)
+_PROBE_SECONDS = 0.25   # timed per size, at least (and at least 2 calls)
 _POLL_SECONDS = 1.0
 
 
@@ -227,17 +227,17 @@ def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
     which a plain sweep then goes on with); a larger size is a population,
     with dropout masks compiled in or out as ``dropout`` says (see
     :class:`jaxdl.population.Population`). An epoch longer than ``steps``
-    steps is estimated from one compiled call (the plain engine's first
-    call of an epoch; ``steps`` steps of a population), scaled to the epoch,
-    plus the evaluation. Each timing is the fastest of at least 3 calls and
+    steps is estimated from a call of ``steps`` steps (or the plain
+    engine's first call of an epoch, when shorter), scaled to the epoch,
+    plus the evaluation. Each timing is the fastest of at least 2 calls and
     0.25 s, after one that compiles.
 
     Why compiles count: a small model's sweep is mostly compiles, and a
     population sweep compiles once per group where a plain sweep compiles
     once per new shape. On the playground spiral (2 CPU cores) a plain
     epoch and its evaluation took 2.7 ms and their programs 2 s to
-    compile, while 2 members' epochs ran only 1.0-1.3x as many
-    member-epochs per second; the population-8 sweep ran 2.6x as fast.
+    compile, while 2 members' epochs ran 0.8-1.3x as many member-epochs
+    per second (8 probes); the population-8 sweep ran 2.6x as fast.
 
     Why the plain engine and not a population of one: on the MNIST MLP the
     plain engine made 222 steps per second where a population of one made
@@ -257,7 +257,7 @@ def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
     for k in sizes:
         if k == 1:
             before = engine.compile_seconds
-            seconds = _plain_epoch(job, state, val, whole)
+            seconds = _plain_epoch(job, state, val, None if whole else steps)
             compiled = base + engine.compile_seconds - before
         else:
             pop = probe.pops[k] = pop_lib.Population(engine, k, dropout=dropout)
@@ -281,37 +281,41 @@ def _rate(v: float) -> str:
 
 
 def _timed(call: Callable[[], Any]) -> float:
-    """Seconds of the fastest of at least 3 calls of ``call`` (after one
+    """Seconds of the fastest of at least 2 calls of ``call`` (after one
     that compiles) and of as many as fit in ``_PROBE_SECONDS`` (50 at
     most): a small model's call takes milliseconds, and one slow call in
-    three decided the size."""
+    three once decided the size."""
     timed: list[float] = []
     for _ in range(51):
         t0 = time.perf_counter()
         jax.block_until_ready(call())
         timed.append(time.perf_counter() - t0)
-        if len(timed) > 3 and sum(timed[1:]) >= _PROBE_SECONDS:
+        if len(timed) > 2 and sum(timed[1:]) >= _PROBE_SECONDS:
             break
     return min(timed[1:])
 
 
-def _plain_epoch(job: experiment.SupervisedJob, state: Any, val: Any, whole: bool) -> float:
-    """Seconds of a plain epoch of ``job`` (its engine's compiled calls,
-    kept for a plain sweep): timed whole, or its first call scaled to the
-    epoch plus the validation evaluation."""
+def _plain_epoch(job: experiment.SupervisedJob, state: Any, val: Any, steps: int | None
+                 ) -> float:
+    """Seconds of a plain epoch of ``job``, with its engine's compiled calls
+    (kept for a plain sweep): timed whole (``steps`` None), or one call of
+    the engine's first call length or ``steps``, whichever is shorter,
+    scaled to the epoch, plus the validation evaluation. (The MNIST MLP's
+    engine runs an epoch in one call of 2.8 s: four of them made the
+    probe 11 s.)"""
     engine = job.engine
     shuffle, dropout = job._keys["shuffle"], job._keys["dropout"]
     # Donated, so a copy (``state`` is the populations' template); each call
     # gets the state the last one returned.
     held = [engine.place(jax.device_put(jax.device_get(state)))]
     evaluate = (lambda: engine.evaluate(held[0], val)) if val is not None else (lambda: None)
-    if whole:
+    if steps is None:
         def epoch():
             held[0], _ = engine.train_epoch(held[0], job._x, job._y, shuffle, dropout)
             return evaluate()
 
         return _timed(epoch)
-    length = engine._chunks()[0]
+    length = min(engine._chunks()[0], steps)
     perm = engine._get(("permutation",), lambda: engine._permutation_fn, (shuffle,))(shuffle)
     start = jnp.zeros((), jnp.int32)
 
