@@ -31,11 +31,15 @@ lockstep (:func:`jaxdl.population.run_agents`): its slots are not refilled.
 
 ``population: auto`` times the first shape's epochs (training and the
 validation evaluation; estimated from 32 steps when longer) plainly (the
-plain engine's own compiled calls) and at population sizes 2, 4, 8 in
-turn, and doubles the size only while each doubling raises the
-member-epochs per second by more than 15 % (:data:`AUTO_GAIN`,
-:func:`choose_size`); if it stays at 1, the sweep runs plainly (one trial
-at a time), with the programs the probe compiled.
+plain engine's own compiled calls) and at population sizes up to 8, and
+models each size's seconds per trial: its epochs at the measured
+member-epochs per second plus its share of the compiles, which a plain
+sweep pays per new shape and a population sweep per group
+(:func:`trial_seconds`). It takes a larger size only when that cuts the
+cost by more than 15 % (:data:`AUTO_GAIN`); sizes are tried doubling from
+1, or, when compiles dominate, 8 first (:func:`choose_size`). If it stays
+at 1, the sweep runs plainly (one trial at a time), with the programs the
+probe compiled.
 """
 
 from __future__ import annotations
@@ -70,13 +74,16 @@ from jaxdl.sweep.objective import Objective, trial_value
 from jaxdl.sweep.reporting import counts as _counts
 from jaxdl.sweep.spec import SweepSpec
 
-__all__ = ["AUTO_GAIN", "AUTO_MAX", "AutoProbe", "PopulationSweep", "choose_size",
-           "distinct_shapes", "shape_key", "shape_params", "trial_seconds"]
+__all__ = ["AUTO_COMPILE_SHARE", "AUTO_GAIN", "AUTO_MAX", "AutoProbe", "PopulationSweep",
+           "choose_size", "distinct_shapes", "shape_key", "shape_params", "trial_seconds"]
 
 AUTO_MAX = 8
 # `population: auto` doubles the size while each doubling raises the
 # member-epochs per second by more than this (see choose_size).
 AUTO_GAIN = 0.15
+# When compiles are at least this share of a plain trial's modelled
+# seconds, `auto` times the largest size right after plain (see choose_size).
+AUTO_COMPILE_SHARE = 0.5
 _PROBE_SECONDS = 0.25   # timed per size, at least (and at least 2 calls)
 _POLL_SECONDS = 1.0
 
@@ -217,10 +224,19 @@ def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
     """The population size for a sweep of ``trials`` trials (None: 100)
     over ``shapes`` distinct shapes (None: unbounded), groups of
     ``group_trials`` trials (None: twice the size). ``sizes`` (ascending,
-    from 1) are timed in turn on copies of ``state``, and a size is taken
-    only when its modelled seconds per trial (:func:`trial_seconds`) beat
-    the size before it by more than :data:`AUTO_GAIN`; the first size that
-    does not ends the probe.
+    from 1) are timed on copies of ``state``, and a size is taken only when
+    its modelled seconds per trial (:func:`trial_seconds`) beat the size
+    taken before by more than :data:`AUTO_GAIN`:
+
+    * Usually in ascending order, doubling while each size gains; the
+      first that does not ends the probe.
+    * When compiles are at least :data:`AUTO_COMPILE_SHARE` of a plain
+      trial's modelled seconds (small models), the largest size right
+      after 1; if it gains, smaller sizes (descending) only while their
+      compiles alone could still beat the size taken; if not, the others
+      in ascending order. On the playground this skips compiling sizes 2
+      and 4 (about 3.5 s of a 28 s sweep), which the ascending probe
+      compiled only to go on to 8.
 
     An epoch is timed as a sweep runs it: training, then the validation
     split's evaluation. Size 1 is the plain engine (its compiled calls,
@@ -250,11 +266,15 @@ def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
     engine = job.engine
     whole = engine.steps_per_epoch <= steps
     val = job._evals.get("val")
-    epochs = job.cfg.train.epochs
     trials = trials or 100
     base = engine.compile_seconds   # the shape's state init, whichever size runs it
     probe = AutoProbe(sizes[0], {}, {}, {}, {})
-    for k in sizes:
+
+    def cost(k: int, rate: float, compiled: float) -> float:
+        return trial_seconds(k, rate, compiled, epochs=job.cfg.train.epochs, trials=trials,
+                             shapes=shapes, group_trials=group_trials or 2 * k)
+
+    def measure(k: int) -> None:
         if k == 1:
             before = engine.compile_seconds
             seconds = _plain_epoch(job, state, val, None if whole else steps)
@@ -266,13 +286,35 @@ def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
             compiled = base + pop.compile_seconds
         probe.rates[k] = k / seconds
         probe.compile_seconds[k] = compiled
-        probe.trial_seconds[k] = trial_seconds(
-            k, probe.rates[k], compiled, epochs=epochs, trials=trials, shapes=shapes,
-            group_trials=group_trials or 2 * k)
-        if k != probe.size:
-            if probe.trial_seconds[k] * (1 + AUTO_GAIN) >= probe.trial_seconds[probe.size]:
-                break
-            probe.size = k
+        probe.trial_seconds[k] = cost(k, probe.rates[k], compiled)
+
+    def beats(k: int) -> bool:
+        return probe.trial_seconds[k] * (1 + AUTO_GAIN) < probe.trial_seconds[probe.size]
+
+    measure(sizes[0])
+    rest = list(sizes[1:])
+    compiles = cost(sizes[0], math.inf, probe.compile_seconds[sizes[0]])
+    if rest and compiles >= AUTO_COMPILE_SHARE * probe.trial_seconds[sizes[0]]:
+        # Compiles dominate: the largest size first, then a smaller one only
+        # while its compiles alone (at the largest size's compile seconds;
+        # they barely depend on the size) leave it a chance.
+        top = rest.pop()
+        measure(top)
+        if beats(top):
+            probe.size = top
+            for k in reversed(rest):
+                if cost(k, math.inf, probe.compile_seconds[top]) * (1 + AUTO_GAIN) >= \
+                        probe.trial_seconds[probe.size]:
+                    break
+                measure(k)
+                if beats(k):
+                    probe.size = k
+            return probe
+    for k in rest:
+        measure(k)
+        if not beats(k):
+            break
+        probe.size = k
     return probe
 
 

@@ -156,14 +156,14 @@ def test_auto_measures_sizes_and_finishes_the_budget(tmp_path):
     rates = {int(k): v for k, v in session["auto_rates"].items()}
     cost = {int(k): v for k, v in session["auto_trial_seconds"].items()}
     probed = sorted(rates)
-    assert probed == [1, 2, 4, 8][:len(probed)] and len(probed) >= 2
+    assert probed[0] == 1 and set(probed) <= {1, 2, 4, 8} and len(probed) >= 2
     assert sorted(cost) == probed and all(v > 0 for v in [*rates.values(), *cost.values()])
-    # Each size taken cost less per trial than the one before it by more
-    # than AUTO_GAIN; the first that did not ended the probe.
+    # A size is taken only when it costs less per trial than the one taken
+    # before it by more than AUTO_GAIN: none probed beats the choice so.
     chosen = session["population"]
     gain = 1 + sweep_population.AUTO_GAIN
-    assert all(cost[k] * gain < cost[k // 2] for k in probed if 1 < k <= chosen)
-    assert chosen == probed[-1] or cost[probed[-1]] * gain >= cost[chosen]
+    assert chosen in probed and all(cost[k] * gain >= cost[chosen] for k in probed)
+    assert chosen == 1 or cost[chosen] * gain < cost[1]
 
 
 @pytest.mark.parametrize("rates, chosen, probed", [
@@ -199,6 +199,46 @@ def test_auto_doubles_while_each_doubling_gains_enough(monkeypatch, rates, chose
     assert probe.size == chosen and sorted(probe.rates) == probed
     assert probe.rates == pytest.approx({k: rates[k] for k in probed})
     assert sorted(probe.pops) == probed[1:]
+
+
+@pytest.mark.parametrize("rate8, chosen, probed", [
+    (1e6, 8, [1, 8]),              # 2 and 4 cannot win on their compiles alone
+    (10.0, 4, [1, 4, 8]),          # 8 gains but trains slowly: 4 is timed, and wins
+    (1e-3, 4, [1, 2, 4, 8]),       # 8 loses: the others, doubling
+])
+def test_auto_times_the_largest_size_first_when_compiles_dominate(monkeypatch, rate8, chosen,
+                                                                  probed):
+    """12 trials of 3 epochs over unbounded shapes, every program 1 s to
+    compile: a plain trial's modelled cost is its compile, so auto times 8
+    right after plain (costs: plain 1.0, 8 0.0625 + 3 / rate8, 4 0.125, 2
+    0.25 s per trial)."""
+    from jaxdl import experiment
+    from tests.helpers import spiral_cfg
+
+    cfg = spiral_cfg()
+    job = experiment.SupervisedJob(cfg, layout=None)
+    state = experiment.new_state(cfg, job.engine, job.dataset)
+    rates = {1: 1e6, 2: 1e6, 4: 1e6, 8: rate8}
+    compiled = [0.0]
+    real_plain, real_pop = sweep_population._plain_epoch, sweep_population._population_epoch
+
+    def plain(*args):
+        real_plain(*args)
+        compiled[0] += 1.0
+        return 1 / rates[1]
+
+    def pop(p, *args):
+        real_pop(p, *args)
+        return p.size / rates[p.size]
+
+    monkeypatch.setattr(sweep_population, "_plain_epoch", plain)
+    monkeypatch.setattr(sweep_population, "_population_epoch", pop)
+    monkeypatch.setattr(type(job.engine), "compile_seconds", property(lambda e: compiled[0]))
+    monkeypatch.setattr(population.Population, "compile_seconds", property(lambda p: 1.0))
+    probe = sweep_population.choose_size(job, state, [1, 2, 4, 8], dropout=False, trials=12,
+                                         shapes=None)
+    assert sorted(probe.rates) == probed and probe.size == chosen
+    assert probe.trial_seconds[1] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_auto_counts_the_compiles_a_population_saves():
