@@ -262,6 +262,11 @@ def choose_size(job: experiment.SupervisedJob, state: Any, sizes: list[int], *,
 
     Why a margin: the probe times the first shape only, and a population
     also idles slots at a group's end.
+
+    Returns:
+      An :class:`AutoProbe`: the size, and each timed size's rate, compile
+      seconds, modelled seconds per trial and population (its compiled
+      programs, which a sweep goes on with).
     """
     engine = job.engine
     whole = engine.steps_per_epoch <= steps
