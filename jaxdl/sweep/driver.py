@@ -305,8 +305,8 @@ def _populations(spec: SweepSpec, study: optuna.Study, objective: Objective, *,
         record.update({"population": sweep.size, "groups": len(sweep.groups),
                        "compiled_shapes": sweep.compiled_shapes,
                        **({"slot_epochs": slots, "member_epochs": members} if slots else {}),
-                       **({"auto_rates": sweep.rates} if sweep.rates else {}),
-                       **({"auto_trial_seconds": sweep.probe.trial_seconds,
+                       **({"auto_rates": sweep.probe.rates,
+                           "auto_trial_seconds": sweep.probe.trial_seconds,
                            "auto_compile_seconds": sweep.probe.compile_seconds}
                           if sweep.probe is not None else {})})
 

@@ -78,8 +78,8 @@ __all__ = ["AUTO_COMPILE_SHARE", "AUTO_GAIN", "AUTO_MAX", "AutoProbe", "Populati
            "choose_size", "distinct_shapes", "shape_key", "shape_params", "trial_seconds"]
 
 AUTO_MAX = 8
-# `population: auto` doubles the size while each doubling raises the
-# member-epochs per second by more than this (see choose_size).
+# `population: auto` takes a larger size only when it cuts the modelled
+# seconds per trial by more than this (see choose_size).
 AUTO_GAIN = 0.15
 # When compiles are at least this share of a plain trial's modelled
 # seconds, `auto` times the largest size right after plain (see choose_size).
@@ -355,13 +355,13 @@ def _plain_epoch(job: experiment.SupervisedJob, state: Any, val: Any, steps: int
     # Donated, so a copy (``state`` is the populations' template); each call
     # gets the state the last one returned.
     held = [engine.place(jax.device_put(jax.device_get(state)))]
-    evaluate = (lambda: engine.evaluate(held[0], val)) if val is not None else (lambda: None)
+    evaluate = (lambda: engine.evaluate(held[0], val)) if val is not None else None
     if steps is None:
         def epoch():
-            held[0], _ = engine.train_epoch(held[0], job._x, job._y, shuffle, dropout)
-            return evaluate()
+            held[0], metrics = engine.train_epoch(held[0], job._x, job._y, shuffle, dropout)
+            return metrics
 
-        return _timed(epoch)
+        return _epoch_seconds(epoch, evaluate, 1)
     length = min(engine._chunks()[0], steps)
     perm = engine._get(("permutation",), lambda: engine._permutation_fn, (shuffle,))(shuffle)
     start = jnp.zeros((), jnp.int32)
@@ -371,8 +371,7 @@ def _plain_epoch(job: experiment.SupervisedJob, state: Any, val: Any, steps: int
         held[0], metrics = engine._train_callable(length, False, args)(*args)
         return metrics
 
-    seconds = _timed(call) * engine.steps_per_epoch / length
-    return seconds + (_timed(evaluate) if val is not None else 0.0)
+    return _epoch_seconds(call, evaluate, engine.steps_per_epoch / length)
 
 
 def _population_epoch(pop: pop_lib.Population, states: Any, job: experiment.SupervisedJob,
@@ -383,17 +382,25 @@ def _population_epoch(pop: pop_lib.Population, states: Any, job: experiment.Supe
     keys = jnp.stack([jax.random.key(i) for i in range(pop.size)])
     alive = jnp.ones((pop.size,), bool)
     held = [states]
-    evaluate = (lambda: pop.evaluate(held[0], val)) if val is not None else (lambda: None)
+    evaluate = (lambda: pop.evaluate(held[0], val)) if val is not None else None
 
     def train():
         held[0], _, _ = pop.train_epoch(held[0], alive, job._x, job._y, keys, keys,
                                         steps=steps)
         return held[0]
 
-    if steps is None:
-        return _timed(lambda: (train(), evaluate()))
-    seconds = _timed(train) * pop.engine.steps_per_epoch / steps
-    return seconds + (_timed(evaluate) if val is not None else 0.0)
+    return _epoch_seconds(train, evaluate,
+                          1 if steps is None else pop.engine.steps_per_epoch / steps)
+
+
+def _epoch_seconds(train: Callable[[], Any], evaluate: Callable[[], Any] | None,
+                   calls: float) -> float:
+    """Seconds of an epoch of ``calls`` calls of ``train`` and one of
+    ``evaluate`` (None: no validation split): timed together when the epoch
+    is one call, else apart (the evaluation once, not ``calls`` times)."""
+    if calls == 1:
+        return _timed(lambda: (train(), evaluate and evaluate()))
+    return _timed(train) * calls + (_timed(evaluate) if evaluate is not None else 0.0)
 
 
 class PopulationSweep:
@@ -442,8 +449,7 @@ class PopulationSweep:
         self._tells = 0
         self._view: _CompletedView | None = None
         self.auto = size == "auto"
-        self.rates: dict[int, float] = {}   # auto: member-epochs per second by size
-        self.probe: AutoProbe | None = None
+        self.probe: AutoProbe | None = None   # auto: what it measured and chose
         if self.auto:
             self.size = AUTO_MAX
 
@@ -724,7 +730,7 @@ class PopulationSweep:
                 if isinstance(e, DataError):
                     raise
                 continue
-            if self.auto and not self.rates:
+            if self.auto and self.probe is None:
                 job = shape.job
                 sizes = [k for k in (1, 2, 4, 8, 16, 32) if k <= AUTO_MAX]
                 trials = None if self.budget is None else self._remaining()
@@ -732,13 +738,13 @@ class PopulationSweep:
                     job, experiment.new_state(opener.cfg, job.engine, job.dataset), sizes,
                     dropout=shape.dropout, trials=trials, shapes=distinct_shapes(self.spec),
                     group_trials=self.spec.group_trials)
-                self.size, self.rates = self.probe.size, self.probe.rates
+                self.size = self.probe.size
                 if self.after_probe is not None:
                     self.after_probe()
                 for k, pop in self.probe.pops.items():   # compiled: a smaller last group reuses one
                     shape.pops.setdefault(k, pop)
                 self.note(f"population auto: {self.size} (member-epochs/s "
-                          + ", ".join(f"{k}: {_rate(v)}" for k, v in self.rates.items())
+                          + ", ".join(f"{k}: {_rate(v)}" for k, v in self.probe.rates.items())
                           + "; modelled seconds per trial "
                           + ", ".join(f"{k}: {v:.3g}" for k, v in
                                       self.probe.trial_seconds.items()) + ")")

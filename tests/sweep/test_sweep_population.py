@@ -166,6 +166,35 @@ def test_auto_measures_sizes_and_finishes_the_budget(tmp_path):
     assert chosen == 1 or cost[chosen] * gain < cost[1]
 
 
+def _probe_job():
+    """The tiny spiral's job and a fresh state of its shape (auto's probe input)."""
+    from jaxdl import experiment
+    from tests.helpers import spiral_cfg
+
+    cfg = spiral_cfg()
+    job = experiment.SupervisedJob(cfg, layout=None)
+    return job, experiment.new_state(cfg, job.engine, job.dataset)
+
+
+def _epochs_at(monkeypatch, rates, on_plain=lambda: None):
+    """choose_size's epoch timings made ``rates[size]`` member-epochs per
+    second, the probe's programs still run for real; ``on_plain`` runs
+    after each plain timing."""
+    real_plain, real_pop = sweep_population._plain_epoch, sweep_population._population_epoch
+
+    def plain(*args):
+        real_plain(*args)
+        on_plain()
+        return 1 / rates[1]
+
+    def pop(p, *args):
+        real_pop(p, *args)
+        return p.size / rates[p.size]
+
+    monkeypatch.setattr(sweep_population, "_plain_epoch", plain)
+    monkeypatch.setattr(sweep_population, "_population_epoch", pop)
+
+
 @pytest.mark.parametrize("rates, chosen, probed", [
     ({1: 100, 2: 140, 4: 150, 8: 400}, 2, [1, 2, 4]),     # 4 gains 7 %: stop at 2
     ({1: 100, 2: 110, 4: 300, 8: 900}, 1, [1, 2]),        # 2 gains 10 %: plain
@@ -176,24 +205,8 @@ def test_auto_doubles_while_each_doubling_gains_enough(monkeypatch, rates, chose
     """The rule of choose_size, with each size's member-epochs per second
     what the case says (the probe's programs run for real) and so many
     trials that compiles cost nothing per trial."""
-    from jaxdl import experiment
-    from tests.helpers import spiral_cfg
-
-    cfg = spiral_cfg()
-    job = experiment.SupervisedJob(cfg, layout=None)
-    state = experiment.new_state(cfg, job.engine, job.dataset)
-    real_plain, real_pop = sweep_population._plain_epoch, sweep_population._population_epoch
-
-    def plain(*args):
-        real_plain(*args)
-        return 1 / rates[1]
-
-    def pop(p, *args):
-        real_pop(p, *args)
-        return p.size / rates[p.size]
-
-    monkeypatch.setattr(sweep_population, "_plain_epoch", plain)
-    monkeypatch.setattr(sweep_population, "_population_epoch", pop)
+    job, state = _probe_job()
+    _epochs_at(monkeypatch, rates)
     probe = sweep_population.choose_size(job, state, [1, 2, 4, 8], dropout=False,
                                          trials=10**12)
     assert probe.size == chosen and sorted(probe.rates) == probed
@@ -212,27 +225,10 @@ def test_auto_times_the_largest_size_first_when_compiles_dominate(monkeypatch, r
     compile: a plain trial's modelled cost is its compile, so auto times 8
     right after plain (costs: plain 1.0, 8 0.0625 + 3 / rate8, 4 0.125, 2
     0.25 s per trial)."""
-    from jaxdl import experiment
-    from tests.helpers import spiral_cfg
-
-    cfg = spiral_cfg()
-    job = experiment.SupervisedJob(cfg, layout=None)
-    state = experiment.new_state(cfg, job.engine, job.dataset)
-    rates = {1: 1e6, 2: 1e6, 4: 1e6, 8: rate8}
+    job, state = _probe_job()
     compiled = [0.0]
-    real_plain, real_pop = sweep_population._plain_epoch, sweep_population._population_epoch
-
-    def plain(*args):
-        real_plain(*args)
-        compiled[0] += 1.0
-        return 1 / rates[1]
-
-    def pop(p, *args):
-        real_pop(p, *args)
-        return p.size / rates[p.size]
-
-    monkeypatch.setattr(sweep_population, "_plain_epoch", plain)
-    monkeypatch.setattr(sweep_population, "_population_epoch", pop)
+    _epochs_at(monkeypatch, {1: 1e6, 2: 1e6, 4: 1e6, 8: rate8},
+               on_plain=lambda: compiled.__setitem__(0, compiled[0] + 1.0))
     monkeypatch.setattr(type(job.engine), "compile_seconds", property(lambda e: compiled[0]))
     monkeypatch.setattr(population.Population, "compile_seconds", property(lambda p: 1.0))
     probe = sweep_population.choose_size(job, state, [1, 2, 4, 8], dropout=False, trials=12,
@@ -286,13 +282,8 @@ def test_auto_times_plain_epochs_with_the_plain_programs(whole):
     the probe's steps when the epoch is longer), the template state is
     copied, not donated, and an epoch longer than the probe is estimated
     from a population's first steps."""
-    from jaxdl import experiment
-    from tests.helpers import spiral_cfg
-
-    cfg = spiral_cfg()
-    job = experiment.SupervisedJob(cfg, layout=None)
+    job, state = _probe_job()
     engine = job.engine
-    state = experiment.new_state(cfg, engine, job.dataset)
     steps = engine.steps_per_epoch if whole else max(1, engine.steps_per_epoch // 3)
     assert engine.steps_per_epoch >= 3
     probe = sweep_population.choose_size(job, state, [1, 2], steps=steps, dropout=False)
