@@ -449,3 +449,26 @@ def test_ctrl_c_while_a_group_is_set_up_requeues_its_opener(tmp_path, monkeypatc
     assert opener.user_attrs["status"] == "interrupted"
     [retry] = [t for t in study.get_trials() if t.state == TrialState.WAITING]
     assert retry.params == opener.params
+
+
+def test_the_prepared_gpu_check_says_what_is_missing(tmp_path):
+    """benchmarks/gpu_population.sh, copied into an empty checkout: run
+    before prepare, prepare without MNIST, and no verb each stop with a
+    message and status 2, writing nothing."""
+    (tmp_path / "benchmarks").mkdir()
+    script = tmp_path / "benchmarks" / "gpu_population.sh"
+    script.write_text((REPO / "benchmarks" / "gpu_population.sh").read_text())
+
+    def sh(*args, **env):
+        return subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", **env})
+
+    out = sh("run", OUT=str(tmp_path / "out"))
+    assert out.returncode == 2 and "gpu_population.sh prepare' here first" in out.stderr
+    out = sh("prepare", JAXDL_DATA_DIR=str(tmp_path))
+    assert out.returncode == 2 and f"no mnist/ in {tmp_path}" in out.stderr
+    out = sh("prepare")
+    assert out.returncode == 2 and "set JAXDL_DATA_DIR" in out.stderr
+    out = sh()
+    assert out.returncode == 2 and "usage:" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks"]
