@@ -34,17 +34,19 @@ prepare() {
   [ -n "${JAXDL_DATA_DIR:-}" ] || {
     echo "set JAXDL_DATA_DIR to the folder that holds mnist/" >&2; exit 2; }
   [ -d "$JAXDL_DATA_DIR/mnist" ] || { echo "no mnist/ in $JAXDL_DATA_DIR" >&2; exit 2; }
+  [ -x "$VENV/bin/python" ] || { echo "no $VENV: run make env first" >&2; exit 2; }
+  # The versions first (a missing package stops here, before anything is written).
+  local pins specs
+  pins=$("$VENV/bin/python" -c '
+import importlib.metadata as md, sys
+for name in sys.argv[1:]:
+    print(f"{name}=={md.version(name)}")' "${WHEELS[@]}")
+  mapfile -t specs <<< "$pins"
   mkdir -p .git/info
   for d in /.whl/ /.gpudata/; do
     grep -qxF "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude
   done
   rm -rf .whl .gpudata && mkdir -p .whl .gpudata
-  [ -x "$VENV/bin/python" ] || { echo "no $VENV: run make env first" >&2; exit 2; }
-  local specs
-  mapfile -t specs < <("$VENV/bin/python" -c '
-import importlib.metadata as md, sys
-for name in sys.argv[1:]:
-    print(f"{name}=={md.version(name)}")' "${WHEELS[@]}")
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "${specs[@]}"

@@ -453,7 +453,8 @@ def test_ctrl_c_while_a_group_is_set_up_requeues_its_opener(tmp_path, monkeypatc
 
 def test_the_prepared_gpu_check_says_what_is_missing(tmp_path):
     """benchmarks/gpu_population.sh, copied into an empty checkout: run
-    before prepare, prepare without MNIST, and no verb each stop with a
+    before prepare, prepare without JAXDL_DATA_DIR, without MNIST or
+    without the checkout's environment, and no verb each stop with a
     message and status 2, writing nothing."""
     (tmp_path / "benchmarks").mkdir()
     script = tmp_path / "benchmarks" / "gpu_population.sh"
@@ -469,6 +470,11 @@ def test_the_prepared_gpu_check_says_what_is_missing(tmp_path):
     assert out.returncode == 2 and f"no mnist/ in {tmp_path}" in out.stderr
     out = sh("prepare")
     assert out.returncode == 2 and "set JAXDL_DATA_DIR" in out.stderr
+    data = tmp_path / "out" / "data"
+    (data / "mnist").mkdir(parents=True)
+    out = sh("prepare", JAXDL_DATA_DIR=str(data))
+    assert out.returncode == 2 and "no .venv: run make env first" in out.stderr
+    (data / "mnist").rmdir(), data.rmdir(), data.parent.rmdir()
     out = sh()
     assert out.returncode == 2 and "usage:" in out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks"]
